@@ -1,0 +1,157 @@
+"""SpeechBrain's TransformerASR / Conformer encoder with the token mixer chosen by name.
+
+SpeechBrain's ``ConformerEncoderLayer`` calls its token mixer as
+``self.mha_layer(x, x, x, attn_mask=..., key_padding_mask=..., pos_embs=...)``
+and unpacks ``(output, attention)``. Any module with that signature can take
+the place of ``mha_layer``, so the encoder is built by SpeechBrain itself and
+the mixers that SpeechBrain does not know (PoM, SummaryMixing) are put in each
+layer afterwards. SpeechBrain's source is not modified.
+
+Authors
+* speechbrain-pom contributors 2026
+"""
+
+import inspect
+
+from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+from speechbrain.nnet.hypermixing import HyperMixing
+
+from speechbrain_pom.nnet.pom import PoM
+from speechbrain_pom.nnet.summary_mixing import SummaryMixing
+
+# Mixers that SpeechBrain builds itself, by its own ``attention_type``.
+SPEECHBRAIN_MIXERS = ("RelPosMHAXL", "RoPEMHA", "hypermixing")
+# Mixers of this package: module class, built with (d_model, **options).
+PACKAGE_MIXERS = {"pom": PoM, "summarymixing": SummaryMixing}
+MIXERS = tuple(PACKAGE_MIXERS) + SPEECHBRAIN_MIXERS
+# SpeechBrain attention type that hosts a package mixer: it adds no positional
+# encoding and passes no positional embeddings, which a mean-based mixer
+# ignores anyway (order comes from the convolution module).
+HOST_ATTENTION_TYPE = "RoPEMHA"
+
+
+def build_mixer(name, d_model, options=None):
+    """Builds one of this package's mixers, with a clear error on bad options.
+
+    Arguments
+    ---------
+    name : str
+        "pom" or "summarymixing".
+    d_model : int
+        Model dimension.
+    options : dict, optional
+        Keyword arguments of the mixer class (e.g. degree, expand for PoM).
+
+    Returns
+    -------
+    torch.nn.Module
+        The mixer.
+
+    Example
+    -------
+    >>> build_mixer("pom", 64, {"degree": 2}).degree
+    2
+    """
+    mixer_class = PACKAGE_MIXERS[name]
+    options = dict(options or {})
+    accepted = list(inspect.signature(mixer_class).parameters)[1:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for mixer {name!r}; valid options: {accepted}"
+        )
+    return mixer_class(d_model, **options)
+
+
+class MixerTransformerASR(TransformerASR):
+    """SpeechBrain's ``TransformerASR`` whose encoder mixer is chosen by name.
+
+    For "RelPosMHAXL", "RoPEMHA" and "hypermixing" the model is exactly
+    SpeechBrain's (same parameter names as its recipes), except that
+    HyperMixing gets ``max_length`` (SpeechBrain leaves it at 3000 frames,
+    which breaks longer inputs). For "pom" and "summarymixing" SpeechBrain
+    builds the encoder and each layer's ``mha_layer`` is replaced.
+
+    Arguments
+    ---------
+    tgt_vocab : int
+        Output vocabulary of the (optional) decoder; BEST-RQ and CTC use none.
+    input_size : int
+        Input feature size (after the CNN front-end).
+    d_model : int
+        Model dimension.
+    nhead : int
+        Attention heads (attention baselines and HyperMixing).
+    d_ffn : int
+        Feed-forward width (and HyperMixing's hypernetwork width).
+    max_length : int
+        Longest input in frames for the mixers that need one (HyperMixing).
+    mixer : str
+        One of ``MIXERS``.
+    mixer_options : dict, optional
+        Options of a package mixer, e.g. ``{"degree": 3, "expand": 2}``.
+    **kwargs : dict
+        Passed on to ``TransformerASR`` (num_encoder_layers, kernel_size, ...).
+
+    Example
+    -------
+    >>> import torch
+    >>> net = MixerTransformerASR(
+    ...     tgt_vocab=1, input_size=64, d_model=64, nhead=4, d_ffn=128,
+    ...     num_encoder_layers=2, num_decoder_layers=0,
+    ...     encoder_module="conformer", normalize_before=True, mixer="pom",
+    ... )
+    >>> net.encode(torch.rand(2, 30, 64), torch.tensor([1.0, 0.6])).shape
+    torch.Size([2, 30, 64])
+    """
+
+    def __init__(
+        self,
+        tgt_vocab,
+        input_size,
+        d_model=512,
+        nhead=8,
+        d_ffn=2048,
+        max_length=2500,
+        mixer="pom",
+        mixer_options=None,
+        **kwargs,
+    ):
+        if mixer not in MIXERS:
+            raise ValueError(f"Unknown mixer {mixer!r}; valid mixers: {list(MIXERS)}")
+        if "attention_type" in kwargs:
+            raise ValueError("Choose the mixer with `mixer`, not `attention_type`.")
+        if mixer_options and mixer not in PACKAGE_MIXERS:
+            raise ValueError(
+                f"mixer_options {dict(mixer_options)} given, but mixer {mixer!r} "
+                f"takes none (only {list(PACKAGE_MIXERS)} do)"
+            )
+        # Fail on bad options before building a large encoder.
+        if mixer in PACKAGE_MIXERS:
+            if kwargs.get("encoder_module") != "conformer":
+                raise ValueError(f"Mixer {mixer!r} needs encoder_module='conformer'")
+            build_mixer(mixer, d_model, mixer_options)
+        host = mixer if mixer in SPEECHBRAIN_MIXERS else HOST_ATTENTION_TYPE
+        super().__init__(
+            tgt_vocab,
+            input_size,
+            d_model=d_model,
+            nhead=nhead,
+            d_ffn=d_ffn,
+            max_length=max_length,
+            attention_type=host,
+            **kwargs,
+        )
+        self.mixer = mixer
+        for layer in self.encoder.layers:
+            if mixer == "hypermixing" and hasattr(layer, "mha_layer"):
+                layer.mha_layer = HyperMixing(
+                    input_output_dim=d_model,
+                    hypernet_size=d_ffn,
+                    tied=False,
+                    num_heads=nhead,
+                    fix_tm_hidden_size=False,
+                    max_length=max_length,
+                )
+            elif mixer in PACKAGE_MIXERS:
+                layer.mha_layer = build_mixer(mixer, d_model, mixer_options)
