@@ -90,6 +90,9 @@ class MixerTransformerASR(TransformerASR):
         One of ``MIXERS``.
     mixer_options : dict, optional
         Options of a package mixer, e.g. ``{"degree": 3, "expand": 2}``.
+    causal : bool
+        Causal (streaming) encoder; False by default, unlike SpeechBrain's
+        TransformerASR, which turns it on when it is not given.
     **kwargs : dict
         Passed on to ``TransformerASR`` (num_encoder_layers, kernel_size, ...).
 
@@ -115,6 +118,7 @@ class MixerTransformerASR(TransformerASR):
         max_length=2500,
         mixer="pom",
         mixer_options=None,
+        causal=False,
         **kwargs,
     ):
         if mixer not in MIXERS:
@@ -139,6 +143,7 @@ class MixerTransformerASR(TransformerASR):
             nhead=nhead,
             d_ffn=d_ffn,
             max_length=max_length,
+            causal=causal,
             attention_type=host,
             **kwargs,
         )

@@ -180,9 +180,9 @@ class PoM(nn.Module):
         Dimension of the input and output frames.
     degree : int
         Highest degree k of the polynomial.
-    expand : int
+    expand : float
         Expansion factor e (the paper's D): each polynomial chunk has width
-        ``expand * d_model``.
+        ``round(expand * d_model)``; fractions allow matching a parameter budget.
     formulation : str
         "A" (parameters grow with the degree) or "C" (power series of one
         projection, parameters independent of the degree, output near 0 at
@@ -228,7 +228,7 @@ class PoM(nn.Module):
         self.formulation = formulation
         self.fused = fused
         self.chunk_size = chunk_size
-        width = expand * d_model
+        width = round(expand * d_model)
         state_width = degree * width if formulation == "A" else width
         self.expand_proj = nn.Linear(d_model, state_width)
         self.gate_proj = nn.Linear(d_model, state_width)
@@ -325,6 +325,11 @@ class PoM(nn.Module):
         None
             In place of attention weights.
         """
+        if key_padding_mask is not None:
+            # masked_fill, not a multiply by the weights: non-finite padding
+            # would otherwise reach the real frames (0 * nan = nan), in the
+            # state and in the gradients of the projections.
+            query = query.masked_fill(key_padding_mask[..., None], 0.0)
         z = self.expand_proj(query)
         with torch.autocast(device_type=query.device.type, enabled=False):
             z = z.to(torch.promote_types(z.dtype, torch.float32))

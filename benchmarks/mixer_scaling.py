@@ -1,0 +1,992 @@
+"""Time and peak memory of token mixers against sequence length.
+
+Every configuration (mixer, scope, length, mode) runs in its own child process
+(this script with ``--child SPEC``) so that its peak memory is not polluted by
+the others, and a child killed for memory becomes a "failed" row instead of
+ending the whole run. Before a child starts, its peak memory and step time are
+predicted; configurations over ``--mem-budget-gib`` or ``--max-seconds`` are
+recorded as skipped, with the reason.
+
+Scopes
+------
+mixer
+    The token mixer alone at the small scale (d_model 144, 4 heads, d_ffn 576),
+    called as a Conformer layer calls it: ``mixer(x, x, x, pos_embs=...)``.
+small, paper
+    ``MixerTransformerASR.encode`` (Conformer encoder, no CNN front-end: the
+    input is already ``d_model`` wide and its length is the number of frames
+    after the 4x front-end, 25 frames per second). small: d_model 144,
+    4 layers, 4 heads, d_ffn 576, kernel 15. paper: d_model 576, 12 layers,
+    8 heads, d_ffn 2048, kernel 31.
+
+Memory
+------
+CPU: ``peak_mem_mib`` is the child's ``ru_maxrss`` (whole process, imports
+included); ``peak_mem_delta_mib`` subtracts the resident set measured after
+imports and model build (before the input is allocated). CUDA:
+``torch.cuda.max_memory_allocated`` and the same minus the memory allocated
+after model build. Ratios in the targets table use the delta.
+
+Usage
+-----
+    python benchmarks/mixer_scaling.py --quick --out /tmp/bench
+    python benchmarks/mixer_scaling.py --out benchmarks/results/cpu-2threads \\
+        --scopes mixer small --lengths 750 3000 12000
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FRAMES_PER_SECOND = 25
+DEFAULT_LENGTHS = (25, 250, 750, 3000, 12000, 45000, 90000)
+QUICK_LENGTHS = (25, 250, 750)
+MODES = ("forward", "forward_backward")
+SCOPES = ("mixer", "small", "paper")
+QUICK_SCOPES = ("mixer", "small")
+# Mixer-alone measurements use the small scale's dimensions.
+SCALES = {
+    "mixer": {"d_model": 144, "layers": 1, "nhead": 4, "d_ffn": 576, "kernel": 15},
+    "small": {"d_model": 144, "layers": 4, "nhead": 4, "d_ffn": 576, "kernel": 15},
+    "paper": {"d_model": 576, "layers": 12, "nhead": 8, "d_ffn": 2048, "kernel": 31},
+}
+# Benchmark name -> (mixer built, options of that mixer). "pom_matched" gets
+# its options from ``matched_pom_options``; "pom_linears" is PoM's three
+# Linear layers alone (mixer scope only): the cost PoM cannot go below.
+POM_OPTIONS = {"formulation": "A", "degree": 3, "expand": 2}
+MIXER_SPECS = {
+    "pom": ("pom", POM_OPTIONS),
+    "pom_c": ("pom", {**POM_OPTIONS, "formulation": "C"}),
+    "pom_matched": ("pom", None),
+    "pom_naive": ("pom", {**POM_OPTIONS, "fused": False}),
+    "pom_linears": ("pom_linears", POM_OPTIONS),
+    "summarymixing": ("summarymixing", {}),
+    "hypermixing": ("hypermixing", {}),
+    "RelPosMHAXL": ("RelPosMHAXL", {}),
+    "RoPEMHA": ("RoPEMHA", {}),
+}
+MIXER_ONLY = ("pom_linears",)
+QUADRATIC_MIXERS = ("RelPosMHAXL", "RoPEMHA")
+# Expansion factors tried when matching SummaryMixing's parameter count.
+MATCHING_EXPANDS = (1, 4 / 3, 3 / 2, 5 / 3, 2)
+MATCHING_TOLERANCE = 0.2
+# glibc returns big freed blocks to the OS after every step unless told not
+# to, which doubles the step time of long inputs (shared/reference/environment.md).
+CHILD_ENVIRONMENT = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**30),
+    "MALLOC_TRIM_THRESHOLD_": str(32 * 2**30),
+}
+# Warm-up runs at no more than this many frames: it pays the one-off costs
+# (lazy initialisation, allocator growth) without doubling long measurements.
+WARMUP_MAX_FRAMES = 1000
+# Memory model: a fixed overhead plus activations; see ``analytic_peak_bytes``.
+ANALYTIC_OVERHEAD_BYTES = 64 * 2**20
+# Measurements below these are too small to fit a growth exponent on.
+FIT_FLOOR = {"memory": 32 * 2**20, "time": 0.05}
+RESULT_MARKER = "MIXER_SCALING_RESULT "
+CSV_COLUMNS = (
+    "mixer",
+    "scope",
+    "length_frames",
+    "audio_seconds",
+    "batch",
+    "mode",
+    "time_s_median",
+    "time_s_all",
+    "peak_mem_mib",
+    "peak_mem_delta_mib",
+    "memory_measure",
+    "params",
+    "mixer_options",
+    "threads",
+    "device",
+    "status",
+)
+TARGET_LENGTH = 3000
+TARGET_BATCH = 8
+TARGET_THREADS = 2
+
+
+# --------------------------------------------------------------------------
+# Models (child side)
+# --------------------------------------------------------------------------
+
+
+def build_model(spec):
+    """Builds the module measured by one configuration.
+
+    Arguments
+    ---------
+    spec : dict
+        Child specification (mixer, scope, length, options, ...).
+
+    Returns
+    -------
+    torch.nn.Module
+        A module mapping an input tensor to a list of output tensors.
+    """
+    import torch
+    from speechbrain.lobes.models.transformer.Transformer import RelPosEncXL
+    from speechbrain.nnet.attention import RelPosMHAXL, RoPEMHA
+    from speechbrain.nnet.hypermixing import HyperMixing
+
+    from speechbrain_pom.lobes.mixer_transformer import (
+        MixerTransformerASR,
+        build_mixer,
+    )
+
+    scale = SCALES[spec["scope"]]
+    d_model, nhead, d_ffn = scale["d_model"], scale["nhead"], scale["d_ffn"]
+    kind = MIXER_SPECS[spec["mixer"]][0]
+    options = spec["mixer_options"]
+
+    class MixerAlone(torch.nn.Module):
+        """A token mixer called as SpeechBrain's Conformer layer calls it."""
+
+        def __init__(self, mixer, positional_encoding=None):
+            super().__init__()
+            self.mixer = mixer
+            self.positional_encoding = positional_encoding
+
+        def forward(self, x):
+            pos_embs = (
+                None
+                if self.positional_encoding is None
+                else self.positional_encoding(x)
+            )
+            result = self.mixer(x, x, x, pos_embs=pos_embs, return_attn_weights=False)
+            outputs = result if isinstance(result, tuple) else (result,)
+            return [output for output in outputs if output is not None]
+
+    class PoMLinears(torch.nn.Module):
+        """PoM's expand, gate and output projections, nothing else."""
+
+        def __init__(self, pom):
+            super().__init__()
+            self.expand_proj = pom.expand_proj
+            self.gate_proj = pom.gate_proj
+            self.out_proj = pom.out_proj
+
+        def forward(self, query, key, value, pos_embs=None, return_attn_weights=True):
+            # Both projections feed the loss, so both are differentiated.
+            return self.out_proj(self.expand_proj(query)), self.gate_proj(query)
+
+    class Encoder(torch.nn.Module):
+        """``MixerTransformerASR.encode`` on full-length inputs."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            wav_lens = torch.ones(x.shape[0], device=x.device)
+            return [self.net.encode(x, wav_lens)]
+
+    if spec["scope"] != "mixer":
+        mixer_options = options if kind in ("pom", "summarymixing") else None
+        net = MixerTransformerASR(
+            tgt_vocab=1,
+            input_size=d_model,
+            d_model=d_model,
+            nhead=nhead,
+            d_ffn=d_ffn,
+            # Only HyperMixing needs it; it sizes a table of this many frames.
+            max_length=max(spec["length"], 2500),
+            mixer=kind,
+            mixer_options=mixer_options,
+            num_encoder_layers=scale["layers"],
+            num_decoder_layers=0,
+            encoder_module="conformer",
+            normalize_before=True,
+            kernel_size=scale["kernel"],
+            positional_encoding=None,
+            causal=False,
+        )
+        return Encoder(net)
+    if kind in ("pom", "summarymixing"):
+        return MixerAlone(build_mixer(kind, d_model, options))
+    if kind == "pom_linears":
+        return MixerAlone(PoMLinears(build_mixer("pom", d_model, options)))
+    if kind == "hypermixing":
+        return MixerAlone(
+            HyperMixing(
+                input_output_dim=d_model,
+                hypernet_size=d_ffn,
+                tied=False,
+                num_heads=nhead,
+                fix_tm_hidden_size=False,
+                max_length=spec["length"],
+            )
+        )
+    if kind == "RelPosMHAXL":
+        return MixerAlone(RelPosMHAXL(d_model, nhead), RelPosEncXL(d_model))
+    return MixerAlone(RoPEMHA(d_model, nhead))
+
+
+def resident_bytes():
+    """Current resident set size of this process, in bytes (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def run_child(spec):
+    """Measures one configuration and returns its result row fields.
+
+    Arguments
+    ---------
+    spec : dict
+        Child specification, see ``child_spec``.
+
+    Returns
+    -------
+    dict
+        time_s_all, time_s_median, peak_mem_mib, peak_mem_delta_mib,
+        memory_measure, params.
+    """
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    model = build_model(spec).to(device)
+    backward = spec["mode"] == "forward_backward"
+    model.train(backward)
+    params = sum(p.numel() for p in model.parameters())
+    d_model = SCALES[spec["scope"]]["d_model"]
+
+    def make_input(length):
+        return torch.randn(
+            spec["batch"],
+            length,
+            d_model,
+            device=device,
+            requires_grad=backward and spec["scope"] == "mixer",
+        )
+
+    def step(x):
+        if backward:
+            loss = sum(output.sum() for output in model(x))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            x.grad = None
+        else:
+            with torch.no_grad():
+                model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+    else:
+        baseline = resident_bytes()
+    for _ in range(spec["warmup"]):
+        step(make_input(min(spec["length"], WARMUP_MAX_FRAMES)))
+    x = make_input(spec["length"])
+    times = []
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        step(x)
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+        measure = "cuda max_memory_allocated; delta: minus allocated after build"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        measure = "cpu ru_maxrss; delta: minus VmRSS after imports and build"
+    return {
+        "time_s_all": [round(t, 6) for t in times],
+        "time_s_median": statistics.median(times),
+        "peak_mem_mib": peak / 2**20,
+        "peak_mem_delta_mib": (peak - baseline) / 2**20,
+        "memory_measure": measure,
+        "params": params,
+    }
+
+
+# --------------------------------------------------------------------------
+# Predictions (parent side)
+# --------------------------------------------------------------------------
+
+
+def pom_state_width(d_model, options):
+    """Width of PoM's state for the given options (formulation A or C)."""
+    width = round(options["expand"] * d_model)
+    return options["degree"] * width if options["formulation"] == "A" else width
+
+
+def mixer_floats_per_frame(mixer, options, scale):
+    """Rough number of float32 activations a mixer keeps per frame.
+
+    Arguments
+    ---------
+    mixer : str
+        Benchmark mixer name.
+    options : dict
+        Options of the mixer (PoM's degree, expand, formulation).
+    scale : dict
+        d_model, nhead, d_ffn of the scope.
+
+    Returns
+    -------
+    int
+        Activations per frame, linear part only.
+    """
+    d_model = scale["d_model"]
+    kind = MIXER_SPECS[mixer][0]
+    if kind in ("pom", "pom_linears"):
+        state = pom_state_width(d_model, options)
+        naive = 0 if options.get("fused", True) else options["degree"] * state
+        return 3 * state + naive + 4 * d_model
+    if kind == "hypermixing":
+        return 2 * scale["d_ffn"] + 6 * d_model
+    return 8 * d_model
+
+
+def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
+    """A priori peak memory of one configuration, before any calibration.
+
+    A fixed overhead, plus float32 activations linear in the frames (one
+    layer's working set without backward, every layer's with it), plus, for
+    attention, score tensors quadratic in the frames.
+
+    Returns
+    -------
+    float
+        Predicted peak memory above the post-build baseline, in bytes.
+    """
+    scale = SCALES[scope]
+    backward = mode == "forward_backward"
+    layers_kept = scale["layers"] if backward else 1
+    per_frame = mixer_floats_per_frame(mixer, options, scale)
+    if scope != "mixer":
+        # Two macaron feed-forward modules, convolution module, norms.
+        per_frame += 2 * scale["d_ffn"] + 16 * scale["d_model"]
+    linear = 4 * batch * length * per_frame * layers_kept
+    quadratic = 0
+    if mixer in QUADRATIC_MIXERS:
+        # Scores, softmax and (RelPosMHAXL) the 2N-wide positional scores.
+        per_pair = 4 if mixer == "RelPosMHAXL" else 2
+        quadratic = 4 * batch * scale["nhead"] * length**2 * per_pair * layers_kept
+    return ANALYTIC_OVERHEAD_BYTES + linear + quadratic
+
+
+def extrapolate(points, length, nominal_growth, floor):
+    """Predicts a value at ``length`` from measurements at shorter lengths.
+
+    With two measurements above ``floor``, the growth exponent is fitted on
+    the two longest and clipped to [1, 2] (linear to quadratic); otherwise
+    ``nominal_growth(shorter, longer)`` gives the growth factor.
+
+    Arguments
+    ---------
+    points : list of tuple
+        (length, value) measured for the same mixer, scope and mode, sorted.
+    length : int
+        Length to predict at (longer than all points).
+    nominal_growth : callable
+        ``nominal_growth(n, m)``: expected value ratio between lengths m and n.
+    floor : float
+        Values under this are dominated by fixed costs: no fit on them.
+
+    Returns
+    -------
+    float or None
+        The prediction, None without measurements.
+
+    Example
+    -------
+    >>> extrapolate([(100, 1.0), (200, 4.0)], 400, lambda n, m: m / n, 0.1)
+    16.0
+    >>> extrapolate([(100, 1.0)], 400, lambda n, m: m / n, 0.1)
+    4.0
+    """
+    if not points:
+        return None
+    last_length, last_value = points[-1]
+    fitted = [(n, v) for n, v in points if v > floor]
+    if len(fitted) >= 2 and fitted[-1][0] > fitted[-2][0]:
+        (n1, v1), (n2, v2) = fitted[-2:]
+        exponent = min(2.0, max(1.0, math.log(v2 / v1) / math.log(n2 / n1)))
+        return last_value * (length / last_length) ** exponent
+    return last_value * nominal_growth(last_length, length)
+
+
+# --------------------------------------------------------------------------
+# Orchestration (parent side)
+# --------------------------------------------------------------------------
+
+
+def matched_pom_options(d_model=144):
+    """PoM options whose parameter count is closest to SummaryMixing's.
+
+    The degree is fixed to that of ``pom``; formulation and expansion
+    (``MATCHING_EXPANDS``) are searched. Expansion factors that ``PoM``
+    rejects (older versions take integers only) are left out.
+
+    Returns
+    -------
+    options : dict
+        PoM options.
+    params : int
+        Their parameter count.
+    target : int
+        SummaryMixing's parameter count.
+    """
+    from speechbrain_pom.nnet.pom import PoM
+    from speechbrain_pom.nnet.summary_mixing import SummaryMixing
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    target = count(SummaryMixing(d_model))
+    candidates = []
+    for formulation in ("A", "C"):
+        for expand in MATCHING_EXPANDS:
+            options = {
+                "formulation": formulation,
+                "degree": POM_OPTIONS["degree"],
+                "expand": expand,
+            }
+            try:
+                candidates.append((count(PoM(d_model, **options)), options))
+            except (TypeError, ValueError):
+                continue
+    params, options = min(candidates, key=lambda item: abs(item[0] - target))
+    return options, params, target
+
+
+def child_spec(args, mixer, scope, length, mode, options):
+    """The JSON-serialisable description a child process measures."""
+    return {
+        "mixer": mixer,
+        "scope": scope,
+        "length": length,
+        "mode": mode,
+        "batch": args.batch_mixer if scope == "mixer" else args.batch_encoder[scope],
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "device": args.device,
+        "mixer_options": options,
+    }
+
+
+def empty_row(spec, status):
+    """A result row with no measurement, only the configuration and status."""
+    return {
+        "mixer": spec["mixer"],
+        "scope": spec["scope"],
+        "length_frames": spec["length"],
+        "audio_seconds": spec["length"] / FRAMES_PER_SECOND,
+        "batch": spec["batch"],
+        "mode": spec["mode"],
+        "time_s_median": None,
+        "time_s_all": [],
+        "peak_mem_mib": None,
+        "peak_mem_delta_mib": None,
+        "memory_measure": None,
+        "params": None,
+        "mixer_options": spec["mixer_options"],
+        "threads": spec["threads"],
+        "device": spec["device"],
+        "status": status,
+    }
+
+
+def describe_exit(returncode, stderr):
+    """Status of a child that returned no result."""
+    if returncode < 0:
+        return f"failed: killed ({signal.Signals(-returncode).name})"
+    last_lines = " | ".join(stderr.strip().splitlines()[-2:])
+    return f"failed: exit code {returncode}: {last_lines}"
+
+
+def run_config(spec, timeout):
+    """Runs one configuration in a child process and returns its row."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
+    environment = {**os.environ, **CHILD_ENVIRONMENT}
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=environment, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return empty_row(spec, f"failed: timeout after {timeout:.0f} s")
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            row = empty_row(spec, "ok")
+            row.update(json.loads(line[len(RESULT_MARKER) :]))
+            return row
+    return empty_row(spec, describe_exit(completed.returncode, completed.stderr))
+
+
+def skip_reason(args, spec, history):
+    """Why a configuration should not be run, or None to run it.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Budgets (mem_budget_gib, max_seconds).
+    spec : dict
+        The configuration.
+    history : list of dict
+        Rows already recorded for the same mixer, scope, mode and batch,
+        shorter lengths first.
+
+    Returns
+    -------
+    str or None
+    """
+    mixer, length = spec["mixer"], spec["length"]
+    failed = [row for row in history if row["status"].startswith("failed")]
+    if failed:
+        return f"skipped: {failed[0]['status']} at {failed[0]['length_frames']} frames"
+    over_time = [row for row in history if row["status"].startswith("skipped: time")]
+    if over_time:
+        return f"skipped: time, {over_time[0]['length_frames']} frames already over"
+    measured = [row for row in history if row["status"] == "ok"]
+    exponent = 2 if mixer in QUADRATIC_MIXERS else 1
+    predicted_time = extrapolate(
+        [(row["length_frames"], row["time_s_median"]) for row in measured],
+        length,
+        lambda n, m: (m / n) ** exponent,
+        FIT_FLOOR["time"],
+    )
+    if predicted_time is not None and predicted_time > args.max_seconds:
+        growth = "quadratically" if exponent == 2 else "linearly"
+        return (
+            f"skipped: time, predicted {predicted_time:.0f} s per step > "
+            f"--max-seconds {args.max_seconds:g} (extrapolated at least {growth} "
+            f"from {measured[-1]['length_frames']} frames)"
+        )
+
+    def analytic(n):
+        return analytic_peak_bytes(
+            mixer, spec["mixer_options"], spec["scope"], n, spec["batch"], spec["mode"]
+        )
+
+    predicted_bytes = extrapolate(
+        [(row["length_frames"], row["peak_mem_delta_mib"] * 2**20) for row in measured],
+        length,
+        lambda n, m: analytic(m) / analytic(n),
+        FIT_FLOOR["memory"],
+    )
+    source = "calibrated on shorter lengths"
+    if predicted_bytes is None:
+        predicted_bytes, source = analytic(length), "analytic model"
+    if predicted_bytes > args.mem_budget_gib * 2**30:
+        return (
+            f"skipped: memory, predicted {predicted_bytes / 2**30:.2f} GiB > "
+            f"--mem-budget-gib {args.mem_budget_gib:g} ({source})"
+        )
+    return None
+
+
+def plan(args, matched_options):
+    """All configurations in run order: for each scope, mixer and mode,
+    lengths ascending (so that shorter lengths calibrate the predictions)."""
+    specs = []
+    for scope in args.scopes:
+        for mixer in args.mixers:
+            if scope != "mixer" and mixer in MIXER_ONLY:
+                continue
+            options = MIXER_SPECS[mixer][1]
+            if options is None:
+                options = matched_options
+            for mode in args.modes:
+                for length in sorted(args.lengths):
+                    specs.append(child_spec(args, mixer, scope, length, mode, options))
+    return specs
+
+
+def write_results(rows, out_dir):
+    """Writes results.json and results.csv (lists as JSON strings in the CSV)."""
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    with open(out_dir / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    key: json.dumps(value) if isinstance(value, list | dict) else value
+                    for key, value in row.items()
+                }
+            )
+
+
+def machine_info(args):
+    """CPU, GPU, library versions, date and command line of this run."""
+    import speechbrain
+    import torch
+
+    cpu_model = platform.processor()
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    gpu = None
+    if args.device.startswith("cuda") and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(torch.device(args.device))
+    return {
+        "cpu_model": cpu_model,
+        "logical_cpus": os.cpu_count(),
+        "threads": args.threads,
+        "device": args.device,
+        "gpu": gpu,
+        "torch_version": torch.__version__,
+        "speechbrain_version": speechbrain.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command_line": shlex.join([sys.executable, *sys.argv]),
+        "child_environment": CHILD_ENVIRONMENT,
+        "warmup_runs": args.warmup,
+        "warmup_max_frames": WARMUP_MAX_FRAMES,
+        "repeats": args.repeats,
+        "mem_budget_gib": args.mem_budget_gib,
+        "max_seconds": args.max_seconds,
+        "frames_per_second": FRAMES_PER_SECOND,
+        "scales": SCALES,
+    }
+
+
+def plot_scope(rows, scope, out_dir):
+    """Writes time_<scope>.png and memory_<scope>.png (log-log, one colour per
+    mixer, forward+backward solid, forward dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [row for row in rows if row["scope"] == scope and row["status"] == "ok"]
+    mixers = list(dict.fromkeys(row["mixer"] for row in measured))
+    colours = plt.get_cmap("tab10")
+    for quantity, key, unit in (
+        ("time", "time_s_median", "s per step"),
+        ("memory", "peak_mem_delta_mib", "MiB above baseline"),
+    ):
+        figure, axes = plt.subplots(figsize=(7, 5))
+        for index, mixer in enumerate(mixers):
+            for mode, style in (("forward_backward", "-"), ("forward", "--")):
+                points = sorted(
+                    (row["length_frames"], row[key])
+                    for row in measured
+                    if row["mixer"] == mixer and row["mode"] == mode and row[key] > 0
+                )
+                if points:
+                    axes.plot(
+                        *zip(*points, strict=True),
+                        style,
+                        marker="o",
+                        color=colours(index % 10),
+                        label=f"{mixer} ({'fwd+bwd' if style == '-' else 'fwd'})",
+                    )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel(f"frames ({FRAMES_PER_SECOND} per second of audio)")
+        axes.set_ylabel(f"{quantity} ({unit})")
+        axes.set_title(f"{quantity}, scope {scope}")
+        axes.grid(True, which="both", alpha=0.3)
+        if mixers:
+            axes.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out_dir / f"{quantity}_{scope}.png", dpi=80)
+        plt.close(figure)
+
+
+# --------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------
+
+
+def find_row(rows, mixer, scope, length, mode, batch=None):
+    """The measured row of a configuration, or None."""
+    for row in rows:
+        if (
+            row["status"] == "ok"
+            and (row["mixer"], row["scope"], row["length_frames"], row["mode"])
+            == (mixer, scope, length, mode)
+            and (batch is None or row["batch"] == batch)
+        ):
+            return row
+    return None
+
+
+def ratio_target(rows, name, numerator, denominator, key, comparison, threshold):
+    """A target comparing one measured quantity of two configurations.
+
+    Arguments
+    ---------
+    rows : list of dict
+        All results.
+    name : str
+        Description printed in the table.
+    numerator, denominator : tuple
+        (mixer, scope, length, mode, batch) of each side.
+    key : str
+        Row field compared (time_s_median or peak_mem_delta_mib).
+    comparison : str
+        ">=" or "<=": how the ratio must compare with ``threshold``.
+    threshold : float
+        Target value of numerator / denominator.
+
+    Returns
+    -------
+    dict
+        name, value, target, status (PASS, MISS or "not measured") and the
+        two measured values.
+    """
+    top, bottom = find_row(rows, *numerator), find_row(rows, *denominator)
+    result = {"name": name, "target": f"{comparison} {threshold:g}", "value": None}
+    if top is None or bottom is None or not bottom[key] or bottom[key] <= 0:
+        missing = [side for side, row in (("a", top), ("b", bottom)) if row is None]
+        result["status"] = f"not measured ({', '.join(missing) or 'zero'})"
+        return result
+    value = top[key] / bottom[key]
+    passed = value >= threshold if comparison == ">=" else value <= threshold
+    result.update(
+        value=value,
+        status="PASS" if passed else "MISS",
+        numerator=top[key],
+        denominator=bottom[key],
+    )
+    return result
+
+
+def compute_targets(rows, threads):
+    """The targets table, from this run's measurements only."""
+    mixer_at = ("mixer", TARGET_LENGTH, "forward_backward", TARGET_BATCH)
+    targets = [
+        ratio_target(
+            rows,
+            "PoM speed-up vs RelPosMHAXL (mixer, 3000 fr, fwd+bwd): t_MHA / t_PoM",
+            ("RelPosMHAXL", *mixer_at),
+            ("pom", *mixer_at),
+            "time_s_median",
+            ">=",
+            10,
+        ),
+        ratio_target(
+            rows,
+            "PoM memory saving vs RelPosMHAXL (mixer, 3000 fr, fwd+bwd): m_MHA / m_PoM",
+            ("RelPosMHAXL", *mixer_at),
+            ("pom", *mixer_at),
+            "peak_mem_delta_mib",
+            ">=",
+            5,
+        ),
+        ratio_target(
+            rows,
+            "PoM (param-matched) / SummaryMixing time (mixer, 3000 fr, fwd+bwd)",
+            ("pom_matched", *mixer_at),
+            ("summarymixing", *mixer_at),
+            "time_s_median",
+            "<=",
+            1.1,
+        ),
+        ratio_target(
+            rows,
+            "PoM / its own 3 Linear layers time (mixer, 3000 fr, fwd+bwd)",
+            ("pom", *mixer_at),
+            ("pom_linears", *mixer_at),
+            "time_s_median",
+            "<=",
+            1.5,
+        ),
+        ratio_target(
+            rows,
+            "PoM small encoder time 12000 fr / 3000 fr (fwd+bwd)",
+            ("pom", "small", 12000, "forward_backward", None),
+            ("pom", "small", 3000, "forward_backward", None),
+            "time_s_median",
+            "<=",
+            4.4,
+        ),
+        ratio_target(
+            rows,
+            "fused / naive PoM peak memory, degree 3 (mixer, 3000 fr, fwd+bwd)",
+            ("pom", *mixer_at),
+            ("pom_naive", *mixer_at),
+            "peak_mem_delta_mib",
+            "<=",
+            0.6,
+        ),
+    ]
+    hour = find_row(rows, "pom", "paper", 90000, "forward", 1)
+    one_hour = {
+        "name": "paper-scale PoM encoder inference, 1 h (90000 fr), batch 1: "
+        "raw peak GiB",
+        "target": "<= 8",
+        "value": None,
+        "status": "not measured",
+    }
+    if hour is not None:
+        value = hour["peak_mem_mib"] / 1024
+        one_hour.update(
+            value=value,
+            status="PASS" if value <= 8 else "MISS",
+            delta_gib=hour["peak_mem_delta_mib"] / 1024,
+        )
+    targets.insert(5, one_hour)
+    if threads != TARGET_THREADS:
+        for target in targets:
+            target["note"] = f"measured with {threads} threads, targets assume 2"
+    matched = find_row(rows, "pom_matched", *mixer_at)
+    summary = find_row(rows, "summarymixing", *mixer_at)
+    for target in targets:
+        if "param-matched" in target["name"] and matched and summary:
+            target["params"] = {
+                "pom_matched": matched["params"],
+                "summarymixing": summary["params"],
+                "pom_matched_options": matched["mixer_options"],
+            }
+    return targets
+
+
+def format_targets(targets):
+    """The targets table as printed."""
+    lines = [f"{'target':<78} {'value':>9} {'goal':>7}  status"]
+    for target in targets:
+        value = "-" if target["value"] is None else f"{target['value']:.3g}"
+        lines.append(
+            f"{target['name']:<78} {value:>9} {target['target']:>7}  {target['status']}"
+        )
+        if "params" in target:
+            lines.append(f"    params: {json.dumps(target['params'])}")
+        if "note" in target:
+            lines.append(f"    note: {target['note']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument("--mixers", nargs="+", choices=list(MIXER_SPECS))
+    parser.add_argument("--lengths", nargs="+", type=int, help="frames (25 per s)")
+    parser.add_argument("--scopes", nargs="+", choices=SCOPES)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--repeats", type=int, help="timed runs (default 3, quick 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    parser.add_argument("--batch-mixer", type=int, default=8)
+    parser.add_argument(
+        "--batch-small", type=int, default=8, help="batch of the small encoder"
+    )
+    parser.add_argument(
+        "--batch-paper", type=int, default=1, help="batch of the paper encoder"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--mem-budget-gib",
+        type=float,
+        help="skip configurations predicted above this (default 12 on CPU, "
+        "none on CUDA)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        help="skip lengths whose step is predicted longer than this",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="lengths 25 250 750, scopes mixer and small, 1 repeat (< 5 min)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is None and args.out is None:
+        parser.error("--out is required")
+    args.mixers = args.mixers or list(MIXER_SPECS)
+    args.lengths = args.lengths or list(QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
+    args.scopes = args.scopes or list(QUICK_SCOPES if args.quick else SCOPES)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.mem_budget_gib is None:
+        args.mem_budget_gib = 12.0 if args.device == "cpu" else math.inf
+    args.batch_encoder = {"small": args.batch_small, "paper": args.batch_paper}
+    return args
+
+
+def main(argv=None):
+    """Runs the benchmark (or, with --child, one configuration)."""
+    args = parse_args(argv)
+    if args.child is not None:
+        result = run_child(json.loads(args.child))
+        print(RESULT_MARKER + json.dumps(result), flush=True)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    machine = machine_info(args)
+    (args.out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
+    matched_options, matched_params, summary_params = matched_pom_options()
+    mismatch = matched_params / summary_params - 1
+    print(
+        f"pom_matched: {matched_options}, {matched_params} params vs "
+        f"SummaryMixing {summary_params} ({mismatch:+.1%}"
+        f"{'' if abs(mismatch) <= MATCHING_TOLERANCE else ', OUTSIDE 20%'})",
+        flush=True,
+    )
+    rows = []
+    specs = plan(args, matched_options)
+    # A child may run past --max-seconds (noise, a poor prediction) but not forever.
+    timeout = max(300.0, 3 * (args.repeats + args.warmup) * args.max_seconds)
+    for index, spec in enumerate(specs, start=1):
+        history = [
+            row
+            for row in rows
+            if (row["mixer"], row["scope"], row["mode"], row["batch"])
+            == (spec["mixer"], spec["scope"], spec["mode"], spec["batch"])
+        ]
+        reason = skip_reason(args, spec, history)
+        row = empty_row(spec, reason) if reason else run_config(spec, timeout)
+        rows.append(row)
+        write_results(rows, args.out)
+        measured = (
+            f"{row['time_s_median']:.4f} s, {row['peak_mem_mib']:.0f} MiB peak "
+            f"({row['peak_mem_delta_mib']:.0f} above baseline)"
+            if row["status"] == "ok"
+            else row["status"]
+        )
+        print(
+            f"[{index}/{len(specs)} {time.perf_counter() - started:6.0f} s] "
+            f"{spec['scope']:>5} {spec['mixer']:<13} {spec['mode']:<16} "
+            f"{spec['length']:>6} fr x{spec['batch']}: {measured}",
+            flush=True,
+        )
+    for scope in args.scopes:
+        plot_scope(rows, scope, args.out)
+    targets = compute_targets(rows, args.threads)
+    (args.out / "targets.json").write_text(json.dumps(targets, indent=1) + "\n")
+    print("\nTargets (ratios from this run):")
+    print(format_targets(targets))
+    print(f"\nTotal wall time: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Pieces shared by this package's recipes: a wall-clock training budget and
+the frame arithmetic of the 4x convolutional front-end.
+
+Authors
+* speechbrain-pom contributors 2026
+"""
+
+import time
+
+import speechbrain as sb
+import torch
+
+
+def frames_after_frontend(num_samples, hop_length=160, reduction=4):
+    """Number of encoder frames for an utterance of ``num_samples`` samples.
+
+    SpeechBrain's Fbank gives ``num_samples // hop_length + 1`` frames and the
+    strided, same-padded CNN front-end divides that by ``reduction``, rounding up.
+
+    Arguments
+    ---------
+    num_samples : torch.Tensor or int
+        Length of the waveform in samples.
+    hop_length : int
+        Fbank hop in samples (10 ms at 16 kHz).
+    reduction : int
+        Total time stride of the front-end.
+
+    Returns
+    -------
+    torch.Tensor
+        Number of frames after the front-end.
+
+    Example
+    -------
+    >>> frames_after_frontend(torch.tensor(16000))
+    tensor(26)
+    """
+    num_frames = torch.as_tensor(num_samples) // hop_length + 1
+    return torch.div(num_frames + reduction - 1, reduction, rounding_mode="floor")
+
+
+class TimeBudgetBrain(sb.Brain):
+    """A Brain that also stops training after ``max_train_minutes`` of wall clock.
+
+    The budget counts from the start of ``fit`` in this process. The stop goes
+    through SpeechBrain's own step-limit check, so the epoch ends cleanly with a
+    validation pass and a checkpoint. Under DDP the ranks agree (all-reduce) so
+    that none waits forever for another. ``max_train_minutes`` of 0 or None
+    means no budget.
+    """
+
+    def on_fit_start(self):
+        """Starts the clock, then lets SpeechBrain recover the checkpoint."""
+        self.fit_start_time = time.time()
+        super().on_fit_start()
+
+    def minutes_trained(self):
+        """Wall-clock minutes since ``fit`` started."""
+        return (time.time() - self.fit_start_time) / 60.0
+
+    @property
+    def _optimizer_step_limit_exceeded(self):
+        budget = getattr(self.hparams, "max_train_minutes", None)
+        spent = bool(budget) and self.minutes_trained() >= budget
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor(float(spent), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            spent = bool(flag.item())
+        return spent or super()._optimizer_step_limit_exceeded

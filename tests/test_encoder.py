@@ -1,0 +1,285 @@
+"""Tests for speechbrain_pom.lobes.mixer_transformer (mixer-selectable Conformer)."""
+
+import pytest
+import torch
+from speechbrain.lobes.models.transformer.Conformer import ConformerEncoderLayer
+from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+
+from speechbrain_pom.lobes.mixer_transformer import (
+    MIXERS,
+    PACKAGE_MIXERS,
+    SPEECHBRAIN_MIXERS,
+    MixerTransformerASR,
+    build_mixer,
+)
+from speechbrain_pom.nnet.pom import PoM
+from speechbrain_pom.nnet.summary_mixing import SummaryMixing
+
+INPUT_SIZE = 20
+SETTINGS = dict(
+    tgt_vocab=1,
+    input_size=INPUT_SIZE,
+    d_model=64,
+    nhead=4,
+    d_ffn=128,
+    num_encoder_layers=2,
+    num_decoder_layers=0,
+    encoder_module="conformer",
+    normalize_before=True,
+    causal=False,
+)
+
+
+def build(mixer, **overrides):
+    torch.manual_seed(0)
+    return MixerTransformerASR(mixer=mixer, **{**SETTINGS, **overrides}).eval()
+
+
+def padding_from_wav_lens(wav_lens, frames):
+    """True on padded frames, as SpeechBrain derives it from relative lengths."""
+    lengths = torch.round(wav_lens * frames)
+    return torch.arange(frames)[None, :] >= lengths[:, None]
+
+
+class Spy(torch.nn.Module):
+    """Stands in for ``mha_layer``: records its calls, returns (output, marker)."""
+
+    def __init__(self, inner=None, marker="spy-attention"):
+        super().__init__()
+        self.inner = inner
+        self.marker = marker
+        self.calls = []
+
+    def forward(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        if self.inner is not None:
+            return self.inner(*args, **kwargs)
+        return torch.zeros_like(args[0]), self.marker
+
+
+# ------------------------------------------------------------ every mixer
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_encode_forward_backward_with_padding(mixer):
+    net = build(mixer).train()
+    x = torch.randn(2, 30, INPUT_SIZE)
+    wav_lens = torch.tensor([1.0, 0.7])
+    out = net.encode(x, wav_lens)
+    assert out.shape == (2, 30, SETTINGS["d_model"])
+    assert torch.isfinite(out).all()
+    pad = padding_from_wav_lens(wav_lens, 30)
+    out[~pad].pow(2).mean().backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
+    assert grads
+    for name, grad in grads.items():
+        assert grad is not None, name
+        assert torch.isfinite(grad).all(), name
+    mixer_grads = [g for n, g in grads.items() if ".mha_layer." in n]
+    assert mixer_grads and any(g.abs().sum() > 0 for g in mixer_grads)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_layers_hold_the_chosen_mixer(mixer):
+    net = build(mixer)
+    assert net.mixer == mixer
+    layers = net.encoder.layers
+    assert len(layers) == SETTINGS["num_encoder_layers"]
+    for layer in layers:
+        assert isinstance(layer, ConformerEncoderLayer)
+        if mixer in PACKAGE_MIXERS:
+            assert type(layer.mha_layer) is PACKAGE_MIXERS[mixer]
+        else:
+            assert type(layer.mha_layer).__name__.lower() == mixer.lower()
+    # Each layer has its own mixer (no shared weights).
+    assert layers[0].mha_layer is not layers[1].mha_layer
+
+
+def test_mixer_options_reach_every_layer():
+    net = build("pom", mixer_options={"degree": 2, "expand": 1, "formulation": "C"})
+    for layer in net.encoder.layers:
+        mixer = layer.mha_layer
+        assert isinstance(mixer, PoM)
+        assert mixer.degree == 2 and mixer.formulation == "C"
+        assert mixer.expand_proj.out_features == SETTINGS["d_model"]
+        assert mixer.coefficients.shape == (SETTINGS["d_model"], 2)
+    net = build("summarymixing", mixer_options={"mode": "SummaryMixing-lite"})
+    assert all(
+        isinstance(layer.mha_layer, SummaryMixing)
+        and layer.mha_layer.mode == "SummaryMixing-lite"
+        for layer in net.encoder.layers
+    )
+
+
+# ------------------------------------ the mha_layer mechanism we rely on
+
+
+def test_conformer_layer_calls_mha_layer_as_expected():
+    torch.manual_seed(0)
+    d = 16
+    layer = ConformerEncoderLayer(
+        d_model=d, d_ffn=32, nhead=2, kernel_size=3, attention_type="RoPEMHA"
+    ).eval()
+    spy = Spy()
+    layer.mha_layer = spy
+    x = torch.randn(2, 9, d)
+    pad = torch.arange(9)[None, :] >= torch.tensor([[9], [6]])
+    attn_mask = torch.zeros(9, 9, dtype=torch.bool)
+    pos_embs = torch.randn(1, 17, d)
+    with torch.no_grad():
+        out, attention = layer(
+            x, src_mask=attn_mask, src_key_padding_mask=pad, pos_embs=pos_embs
+        )
+
+        # What the layer computes when its mixer branch outputs zeros.
+        x1 = x + 0.5 * layer.ffn_module1(x)
+        x3 = x1 + layer.convolution_module(x1, pad.unsqueeze(-1))
+        expected = layer.norm2(x3 + 0.5 * layer.ffn_module2(x3))
+
+    # The second element of the mixer's tuple is passed through as attention.
+    assert attention == "spy-attention"
+    torch.testing.assert_close(out, expected)
+    assert len(spy.calls) == 1
+    args, kwargs = spy.calls[0]
+    assert len(args) == 3 and args[0] is args[1] is args[2]
+    torch.testing.assert_close(args[0], layer.norm1(x1))
+    assert set(kwargs) == {"attn_mask", "key_padding_mask", "pos_embs"}
+    assert kwargs["attn_mask"] is attn_mask
+    assert kwargs["key_padding_mask"] is pad
+    assert kwargs["pos_embs"] is pos_embs
+
+    # And the first element is really used: a non-zero branch changes the output.
+    layer.mha_layer = PoM(d)
+    with torch.no_grad():
+        other, attention = layer(x, src_key_padding_mask=pad)
+    assert attention is None
+    assert not torch.allclose(other, out)
+
+
+@pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
+def test_encode_passes_padding_mask_and_no_positions(mixer):
+    net = build(mixer)  # default positional_encoding="fixed_abs_sine"
+    frames = 30
+    wav_lens = torch.tensor([1.0, 0.7])
+    spies = []
+    for layer in net.encoder.layers:
+        spies.append(Spy(inner=layer.mha_layer))
+        layer.mha_layer = spies[-1]
+    first_layer_inputs = []
+    net.encoder.layers[0].register_forward_pre_hook(
+        lambda module, args, kwargs: first_layer_inputs.append(args[0]),
+        with_kwargs=True,
+    )
+    x = torch.randn(2, frames, INPUT_SIZE)
+    with torch.no_grad():
+        net.encode(x, wav_lens)
+        # The encoder's input is the front-end output, with nothing added.
+        torch.testing.assert_close(first_layer_inputs[0], net.custom_src_module(x))
+
+    expected_pad = padding_from_wav_lens(wav_lens, frames)
+    assert expected_pad[1].sum() == 9  # 21 real frames of 30
+    for spy in spies:
+        assert len(spy.calls) == 1
+        _, kwargs = spy.calls[0]
+        assert kwargs["pos_embs"] is None
+        assert kwargs["attn_mask"] is None  # causal=False, no chunking
+        key_padding_mask = kwargs["key_padding_mask"]
+        assert key_padding_mask.dtype == torch.bool
+        assert torch.equal(key_padding_mask, expected_pad)
+
+
+def test_pom_encoder_matches_manual_computation():
+    """encode() == front-end, Conformer layers with PoM, final norm; no positions."""
+    net = build("pom")
+    x = torch.randn(2, 30, INPUT_SIZE)
+    wav_lens = torch.tensor([1.0, 0.7])
+    pad = padding_from_wav_lens(wav_lens, 30)
+    with torch.no_grad():
+        out = net.encode(x, wav_lens)
+        h = net.custom_src_module(x)
+        for layer in net.encoder.layers:
+            h, attention = layer(h, src_key_padding_mask=pad)
+            assert attention is None
+        expected = net.encoder.norm(h)
+    torch.testing.assert_close(out, expected)
+
+
+# ------------------------------------------------ SpeechBrain's own mixers
+
+
+def state_shapes(module):
+    return [(name, tuple(value.shape)) for name, value in module.state_dict().items()]
+
+
+@pytest.mark.parametrize("mixer", ["RelPosMHAXL", "RoPEMHA"])
+def test_attention_baselines_are_speechbrains_model(mixer):
+    ours = build(mixer)
+    torch.manual_seed(0)
+    reference = TransformerASR(attention_type=mixer, **SETTINGS).eval()
+    assert state_shapes(ours) == state_shapes(reference)
+    # Same initialisation order too: identical weights give identical outputs.
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 25, INPUT_SIZE)
+    wav_lens = torch.tensor([1.0, 0.6])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours.encode(x, wav_lens), reference.encode(x, wav_lens)
+        )
+
+
+def test_hypermixing_names_match_speechbrain_and_long_inputs_work():
+    ours = build("hypermixing")
+    reference = TransformerASR(attention_type="hypermixing", **SETTINGS)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [
+        (n, p.shape) for n, p in reference.named_parameters()
+    ]
+
+    tiny = {**SETTINGS, "d_model": 16, "nhead": 2, "d_ffn": 32}
+    tiny["num_encoder_layers"] = 1
+    frames = 3100
+    x = torch.randn(1, frames, INPUT_SIZE)
+    long_net = MixerTransformerASR(mixer="hypermixing", max_length=3200, **tiny)
+    out = long_net.encode(x, torch.tensor([1.0]))
+    assert out.shape == (1, frames, 16)
+    out.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in long_net.parameters())
+    # SpeechBrain's own HyperMixing stops at 3000 frames.
+    sb_net = TransformerASR(attention_type="hypermixing", max_length=3200, **tiny)
+    with pytest.raises(RuntimeError), torch.no_grad():
+        sb_net.encode(x, torch.tensor([1.0]))
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_unknown_mixer_lists_valid_ones():
+    with pytest.raises(ValueError) as error:
+        build("attention")
+    message = str(error.value)
+    assert "attention" in message
+    for name in MIXERS:
+        assert name in message
+
+
+@pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
+def test_unknown_mixer_option_is_named(mixer):
+    with pytest.raises(ValueError, match="degre_typo"):
+        build(mixer, mixer_options={"degre_typo": 3})
+    with pytest.raises(ValueError, match="degre_typo"):
+        build_mixer(mixer, 16, {"degre_typo": 3})
+
+
+@pytest.mark.parametrize("mixer", SPEECHBRAIN_MIXERS)
+def test_mixer_options_rejected_for_speechbrain_mixers(mixer):
+    with pytest.raises(ValueError, match=mixer):
+        build(mixer, mixer_options={"degree": 3})
+
+
+def test_other_misuse_is_rejected():
+    with pytest.raises(ValueError):
+        build("pom", attention_type="RoPEMHA")
+    with pytest.raises(ValueError, match="conformer"):
+        build("pom", encoder_module="transformer")
+    with pytest.raises(ValueError):  # PoM's own validation, before building
+        build("pom", mixer_options={"formulation": "Z"})

@@ -1,0 +1,501 @@
+"""Tests for speechbrain_pom.nnet.pom.PoM (the Polynomial Mixer)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.models.transformer.Transformer import get_lookahead_mask
+from speechbrain.lobes.models.transformer.TransformerASR import (
+    make_transformer_src_mask,
+)
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from speechbrain_pom.nnet.pom import PoM
+
+D_MODEL = 8
+FORMULATIONS = ["A", "C"]
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def make_mixer(formulation="A", degree=3, expand=2, **kwargs):
+    """A PoM in eval mode; formulation C gets coefficients of order 1 so that
+    its output is not ~0 (the near-zero initialisation would hide errors)."""
+    torch.manual_seed(0)
+    mixer = PoM(
+        D_MODEL, degree=degree, expand=expand, formulation=formulation, **kwargs
+    )
+    if formulation == "C":
+        with torch.no_grad():
+            mixer.coefficients.normal_(0.0, 0.5)
+    return mixer.eval()
+
+
+def padding_mask(lengths, frames):
+    """(B, frames) bool mask, True = padding."""
+    return torch.arange(frames)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+def causal_bool_mask(frames):
+    """(frames, frames) bool mask, True = future frame (not allowed)."""
+    return torch.ones(frames, frames, dtype=torch.bool).triu(diagonal=1)
+
+
+def reference(mixer, x, lengths=None):
+    """Slow, literal PoM from pom.md: explicit loops over batch and time."""
+    batch, frames, _ = x.shape
+    lengths = lengths or [frames] * batch
+    k = mixer.degree
+    W_p, b_p = mixer.expand_proj.weight, mixer.expand_proj.bias
+    W_s, b_s = mixer.gate_proj.weight, mixer.gate_proj.bias
+    W_o, b_o = mixer.out_proj.weight, mixer.out_proj.bias
+    out = torch.zeros(batch, frames, D_MODEL, dtype=x.dtype)
+    for b in range(batch):
+        polys = []
+        for t in range(lengths[b]):
+            z = W_p @ x[b, t] + b_p
+            if mixer.formulation == "A":
+                chunks = torch.chunk(F.gelu(z), k)
+                monomials = [chunks[0]]
+                for m in range(1, k):
+                    monomials.append(monomials[-1] * chunks[m])
+                polys.append(torch.cat(monomials))
+            else:
+                h = torch.clamp(F.leaky_relu(z, 0.01), -0.1, 6.0)
+                c = mixer.coefficients
+                polys.append(sum(c[:, m - 1] * h**m for m in range(1, k + 1)))
+        H = sum(polys) / lengths[b]
+        for t in range(lengths[b]):
+            if mixer.formulation == "A":
+                s = torch.sigmoid(W_s @ x[b, t] + b_s)
+                out[b, t] = W_o @ (s * H) + b_o
+            else:
+                assert b_o is None
+                s = F.hardsigmoid(W_s @ x[b, t] + b_s)
+                out[b, t] = W_o @ (s * H)
+    return out
+
+
+# ---------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_output_shape_and_contract(formulation):
+    mixer = make_mixer(formulation)
+    x = torch.randn(3, 11, D_MODEL)
+    result = mixer(x, x, x)
+    assert isinstance(result, tuple) and len(result) == 2
+    out, attn = result
+    assert out.shape == x.shape
+    assert attn is None
+    out, attn = mixer(x, x, x, key_padding_mask=padding_mask([11, 5, 1], 11))
+    assert out.shape == x.shape and attn is None
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        PoM(D_MODEL, formulation="B")
+    with pytest.raises(ValueError):
+        PoM(D_MODEL, degree=0)
+    with pytest.raises(ValueError):
+        PoM(D_MODEL, degree=-2, formulation="C")
+    with pytest.raises(ValueError):
+        PoM(D_MODEL, expand=0)
+
+
+def test_parameter_counts():
+    d, e, k = D_MODEL, 2, 3
+    a = PoM(d, degree=k, expand=e, formulation="A")
+    width = k * e * d
+    assert sum(p.numel() for p in a.parameters()) == 3 * width * d + 2 * width + d
+    c = PoM(d, degree=k, expand=e, formulation="C")
+    width = e * d
+    assert (
+        sum(p.numel() for p in c.parameters()) == 3 * width * d + 2 * width + k * width
+    )
+    # Formulation C starts near zero (coefficients initialised near 0).
+    x = torch.randn(2, 10, d)
+    assert c(x, x, x)[0].abs().max() < 0.1
+
+
+# ------------------------------------------------------- reference values
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_matches_reference(formulation, fused):
+    mixer = make_mixer(formulation, fused=fused, chunk_size=4)
+    lengths = [13, 7, 1]
+    x = torch.randn(3, 13, D_MODEL)
+    with torch.no_grad():
+        out, _ = mixer(x, x, x, key_padding_mask=padding_mask(lengths, 13))
+        expected = reference(mixer, x, lengths)
+        out_full, _ = mixer(x, x, x)
+        expected_full = reference(mixer, x)
+    assert expected.abs().max() > 1e-2  # not a trivially-zero comparison
+    for b, length in enumerate(lengths):
+        torch.testing.assert_close(out[b, :length], expected[b, :length], **TOL)
+    torch.testing.assert_close(out_full, expected_full, **TOL)
+
+
+# ------------------------------------------------------------- invariances
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_padding_length_and_content_invariance(formulation):
+    mixer = make_mixer(formulation, chunk_size=4)
+    lengths = [10, 6]
+    x = torch.randn(2, 10, D_MODEL)
+    out, _ = mixer(x, x, x, key_padding_mask=padding_mask(lengths, 10))
+
+    # Longer padding filled with large garbage.
+    longer = torch.randn(2, 25, D_MODEL) * 30
+    for b, length in enumerate(lengths):
+        longer[b, :length] = x[b, :length]
+    out_longer, _ = mixer(
+        longer, longer, longer, key_padding_mask=padding_mask(lengths, 25)
+    )
+    for b, length in enumerate(lengths):
+        alone, _ = mixer(x[b : b + 1, :length], None, None)
+        torch.testing.assert_close(out[b, :length], alone[0], **TOL)
+        torch.testing.assert_close(out_longer[b, :length], alone[0], **TOL)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+def test_non_finite_padding_is_ignored(formulation, fused, causal):
+    mixer = make_mixer(formulation, fused=fused, chunk_size=4).train()
+    lengths = [9, 5]
+    x = torch.randn(2, 9, D_MODEL)
+    garbage = x.clone()
+    garbage[1, 5] = float("nan")
+    garbage[1, 7] = float("inf")
+    garbage[1, 8] = -float("inf")
+    garbage.requires_grad_()
+    pad = padding_mask(lengths, 9)
+    attn_mask = causal_bool_mask(9) if causal else None
+    out, _ = mixer(garbage, None, None, attn_mask=attn_mask, key_padding_mask=pad)
+    out[~pad].sum().backward()
+    clean, _ = mixer(x, None, None, attn_mask=attn_mask, key_padding_mask=pad)
+    torch.testing.assert_close(out[~pad], clean[~pad], **TOL)
+    for name, parameter in mixer.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name
+    assert torch.isfinite(garbage.grad[~pad]).all()
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_permutation_equivariance(formulation):
+    mixer = make_mixer(formulation, chunk_size=5)
+    x = torch.randn(2, 12, D_MODEL)
+    permutation = torch.randperm(12)
+    out, _ = mixer(x, x, x)
+    shuffled = x[:, permutation]
+    out_shuffled, _ = mixer(shuffled, shuffled, shuffled)
+    torch.testing.assert_close(out_shuffled, out[:, permutation], **TOL)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_global_context(formulation):
+    mixer = make_mixer(formulation)
+    x = torch.randn(1, 8, D_MODEL)
+    changed = x.clone()
+    changed[0, 3] += 1.0
+    out, _ = mixer(x, x, x)
+    out_changed, _ = mixer(changed, changed, changed)
+    other_frames = [t for t in range(8) if t != 3]
+    difference = (out_changed - out)[0, other_frames].abs().amax(dim=-1)
+    assert (difference > 1e-5).all()
+
+
+# ------------------------------------------------------- fused vs naive
+
+
+def fused_and_naive(formulation, degree):
+    fused = make_mixer(formulation, degree=degree, fused=True, chunk_size=3)
+    naive = make_mixer(formulation, degree=degree, fused=False)
+    naive.load_state_dict(fused.state_dict())
+    return fused.double(), naive.double()
+
+
+def value_and_grads(mixer, x, pad):
+    x = x.clone().requires_grad_()
+    out, _ = mixer(x, None, None, key_padding_mask=pad)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    (out * weights).sum().backward()
+    grads = {name: p.grad.clone() for name, p in mixer.named_parameters()}
+    mixer.zero_grad(set_to_none=True)
+    return out.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_equals_naive(formulation, degree, masked):
+    fused, naive = fused_and_naive(formulation, degree)
+    frames = 11  # not divisible by chunk_size=3: a partial last chunk
+    x = torch.randn(3, frames, D_MODEL, dtype=torch.float64)
+    pad = padding_mask([11, 7, 2], frames) if masked else None
+    out_f, gx_f, grads_f = value_and_grads(fused, x, pad)
+    out_n, gx_n, grads_n = value_and_grads(naive, x, pad)
+    tol = {"rtol": 1e-10, "atol": 1e-12}
+    torch.testing.assert_close(out_f, out_n, **tol)
+    torch.testing.assert_close(gx_f, gx_n, **tol)
+    assert set(grads_f) == set(grads_n)
+    assert ("coefficients" in grads_f) == (formulation == "C")
+    for name in grads_n:
+        assert grads_n[name].abs().sum() > 0, name
+        torch.testing.assert_close(grads_f[name], grads_n[name], **tol, msg=name)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_gradcheck(formulation, masked):
+    mixer = make_mixer(formulation, degree=3, expand=1, fused=True, chunk_size=2)
+    mixer = mixer.double()
+    names = [name for name, _ in mixer.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in mixer.parameters())
+    x = torch.randn(2, 5, D_MODEL, dtype=torch.float64, requires_grad=True)
+    pad = padding_mask([5, 3], 5) if masked else None
+
+    def run(x, *params):
+        inputs = (x,)
+        kwargs = {"key_padding_mask": pad}
+        return functional_call(
+            mixer, dict(zip(names, params, strict=True)), inputs, kwargs
+        )[0]
+
+    assert torch.autograd.gradcheck(run, (x, *params))
+
+
+def test_fused_mean_chunk_size_does_not_matter():
+    x = torch.randn(2, 17, D_MODEL)
+    pad = padding_mask([17, 9], 17)
+    outs = []
+    for chunk_size in [1, 4, 17, 1024]:
+        mixer = make_mixer("A", chunk_size=chunk_size)
+        outs.append(mixer(x, x, x, key_padding_mask=pad)[0])
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0], **TOL)
+
+
+# --------------------------------------------------- causal/chunked masks
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("mask_kind", ["bool", "speechbrain"])
+def test_causal_mask_equals_prefix(formulation, mask_kind):
+    mixer = make_mixer(formulation)
+    frames = 9
+    x = torch.randn(2, frames, D_MODEL)
+    if mask_kind == "bool":
+        attn_mask = causal_bool_mask(frames)
+    else:
+        # SpeechBrain's causal mask is a float additive one: 0 / -inf.
+        attn_mask = get_lookahead_mask(x)
+        assert attn_mask.dtype.is_floating_point
+        assert torch.equal(torch.isneginf(attn_mask), causal_bool_mask(frames))
+        assert torch.equal(make_transformer_src_mask(x, causal=True), attn_mask)
+    out, _ = mixer(x, x, x, attn_mask=attn_mask)
+    for t in range(frames):
+        prefix = x[:, : t + 1]
+        expected, _ = mixer(prefix, prefix, prefix)
+        torch.testing.assert_close(out[:, t], expected[:, t], **TOL)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_causal_mask_with_padding_equals_prefix(formulation):
+    mixer = make_mixer(formulation)
+    lengths = [9, 5]
+    x = torch.randn(2, 9, D_MODEL)
+    x[1, 5:] = 50.0
+    out, _ = mixer(
+        x,
+        x,
+        x,
+        attn_mask=get_lookahead_mask(x),
+        key_padding_mask=padding_mask(lengths, 9),
+    )
+    for b, length in enumerate(lengths):
+        for t in range(length):
+            prefix = x[b : b + 1, : t + 1]
+            expected, _ = mixer(prefix, prefix, prefix)
+            torch.testing.assert_close(out[b, t], expected[0, t], **TOL)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("left_chunks", [None, 0, 1])
+def test_chunked_mask_equals_visible_context(formulation, left_chunks):
+    mixer = make_mixer(formulation)
+    chunk, frames = 3, 11  # the last chunk is partial
+    lengths = [11, 8]
+    x = torch.randn(2, frames, D_MODEL)
+    x[1, 8:] = -40.0
+    config = DynChunkTrainConfig(chunk_size=chunk, left_context_size=left_chunks)
+    attn_mask = make_transformer_src_mask(x, dynchunktrain_config=config)
+    assert attn_mask.dtype == torch.bool and attn_mask.shape == (frames, frames)
+    out, _ = mixer(
+        x, x, x, attn_mask=attn_mask, key_padding_mask=padding_mask(lengths, frames)
+    )
+    for b, length in enumerate(lengths):
+        for t in range(length):
+            c = t // chunk
+            first = 0 if left_chunks is None else max(0, c - left_chunks) * chunk
+            last = min((c + 1) * chunk, length)
+            context = x[b : b + 1, first:last]
+            expected, _ = mixer(context, None, None)
+            torch.testing.assert_close(out[b, t], expected[0, t - first], **TOL)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_all_zero_mask_matches_no_mask(formulation):
+    mixer = make_mixer(formulation)
+    x = torch.randn(2, 7, D_MODEL)
+    pad = padding_mask([7, 4], 7)
+    for full in [torch.zeros(7, 7, dtype=torch.bool), torch.zeros(2, 7, 7)]:
+        out_masked, _ = mixer(x, x, x, attn_mask=full, key_padding_mask=pad)
+        out, _ = mixer(x, x, x, key_padding_mask=pad)
+        torch.testing.assert_close(out_masked[~pad], out[~pad], **TOL)
+
+
+# --------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("fused", [True, False])
+def test_gradients_reach_every_parameter(formulation, causal, fused):
+    torch.manual_seed(0)
+    # Default initialisation (formulation C's coefficients near zero).
+    mixer = PoM(D_MODEL, formulation=formulation, fused=fused, chunk_size=4).train()
+    x = torch.randn(2, 10, D_MODEL, requires_grad=True)
+    pad = padding_mask([10, 6], 10)
+    attn_mask = causal_bool_mask(10) if causal else None
+    out, _ = mixer(x, x, x, attn_mask=attn_mask, key_padding_mask=pad)
+    out[~pad].pow(2).sum().backward()
+    for name, parameter in mixer.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+    assert x.grad[~pad].abs().sum() > 0
+    # Padded frames have no influence, hence no gradient.
+    assert torch.all(x.grad[pad] == 0)
+
+
+def test_dropout_only_in_training():
+    mixer = make_mixer(dropout=0.5)
+    x = torch.randn(2, 10, D_MODEL)
+    torch.testing.assert_close(mixer(x, x, x)[0], mixer(x, x, x)[0])
+    mixer.train()
+    assert not torch.equal(mixer(x, x, x)[0], mixer(x, x, x)[0])
+
+
+# ---------------------------------------------------------------- autocast
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_autocast_state_in_float32(formulation, causal, monkeypatch):
+    mixer = make_mixer(formulation, chunk_size=8)
+    x = torch.randn(2, 20, D_MODEL)
+    pad = padding_mask([20, 9], 20)
+    attn_mask = causal_bool_mask(20) if causal else None
+    seen = []
+    aggregate = mixer.aggregate
+
+    def spy(z, *args, **kwargs):
+        state = aggregate(z, *args, **kwargs)
+        seen.append((z.dtype, state.dtype, torch.is_autocast_enabled("cpu")))
+        return state
+
+    monkeypatch.setattr(mixer, "aggregate", spy)
+    gate_dtypes = []
+    mixer.gate_proj.register_forward_hook(
+        lambda module, inputs, output: gate_dtypes.append(output.dtype)
+    )
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out, attn = mixer(x, x, x, attn_mask=attn_mask, key_padding_mask=pad)
+    assert seen == [(torch.float32, torch.float32, False)]
+    assert gate_dtypes == [torch.bfloat16]  # autocast really was active
+    assert attn is None
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    expected, _ = mixer(x, x, x, attn_mask=attn_mask, key_padding_mask=pad)
+    scale = expected[~pad].abs().max().item()
+    torch.testing.assert_close(
+        out[~pad].float(), expected[~pad], rtol=5e-2, atol=5e-2 * scale
+    )
+
+
+def test_bf16_autocast_backward_is_finite():
+    mixer = make_mixer("A", degree=4, chunk_size=8).train()
+    x = (10 * torch.randn(2, 20, D_MODEL)).requires_grad_()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out, _ = mixer(x, x, x, key_padding_mask=padding_mask([20, 9], 20))
+    out.float().sum().backward()
+    for name, parameter in mixer.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name
+
+
+# ----------------------------------------------------------- linear memory
+
+
+class ShapeRecorder(TorchDispatchMode):
+    """Records (op name, shape) of every tensor produced by an aten op."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in result if isinstance(result, (tuple, list)) else [result]:
+            if isinstance(value, torch.Tensor):
+                self.outputs.append((str(func), tuple(value.shape)))
+        return result
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_padding_path_has_no_frames_by_frames_tensor(formulation, fused):
+    frames = 257
+    mixer = make_mixer(formulation, fused=fused, chunk_size=64).train()
+    x = torch.randn(2, frames, D_MODEL, requires_grad=True)
+    pad = padding_mask([frames, 100], frames)
+    recorder = ShapeRecorder()
+    with recorder:
+        out, _ = mixer(x, x, x, key_padding_mask=pad)
+        out.pow(2).sum().backward()
+    ops = [op for op, _ in recorder.outputs]
+    # Both passes were recorded (the backward runs on this thread on CPU).
+    assert any("backward" in op for op in ops)
+    assert x.grad is not None and mixer.expand_proj.weight.grad is not None
+    big = [
+        (op, shape)
+        for op, shape in recorder.outputs
+        if sum(size >= frames for size in shape) >= 2
+    ]
+    assert big == []
+    largest = max(math.prod(shape) for _, shape in recorder.outputs)
+    assert largest < frames * frames
+
+    # Control: the recorder does see the (documented) quadratic masked path.
+    control = ShapeRecorder()
+    with control:
+        mixer(x, x, x, attn_mask=causal_bool_mask(frames), key_padding_mask=pad)
+    assert any(shape[-2:] == (frames, frames) for _, shape in control.outputs)
+
+
+def test_fused_path_never_holds_the_whole_polynomial():
+    """fused=True: no (batch, frames, width) polynomial in forward or backward."""
+    frames, chunk = 64, 8
+    mixer = make_mixer("A", degree=3, fused=True, chunk_size=chunk).train()
+    x = torch.randn(2, frames, D_MODEL, requires_grad=True)
+    recorder = ShapeRecorder()
+    with recorder:
+        out, _ = mixer(x, x, x)
+        out.sum().backward()
+    cumprods = [shape for op, shape in recorder.outputs if "cumprod" in op]
+    assert cumprods and all(shape[1] <= chunk for shape in cumprods)
