@@ -1,0 +1,141 @@
+"""End-to-end tests of the BEST-RQ pre-training recipe on the tiny corpus."""
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+RECIPE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)),
+    "recipes/LibriSpeech/self-supervised-learning/BEST-RQ",
+)
+TINY_MODEL = [
+    "--train_splits", "[train-clean-100]",
+    "--d_model", "32", "--nhead", "2", "--num_encoder_layers", "1",
+    "--d_ffn", "64", "--kernel_size", "7", "--cb_vocab", "64",
+    "--precision", "fp32", "--max_batch_length", "20", "--num_buckets", "2",
+    "--num_workers", "0", "--n_warmup_steps", "4", "--lr", "0.003",
+]  # fmt: skip
+
+
+def run_recipe(data_folder, output_folder, *extra, launcher=(sys.executable,)):
+    """Runs train.py from the recipe folder, as a user would."""
+    command = [*launcher, "train.py", "hparams/bestrq_pom.yaml"]
+    command += [
+        "--data_folder",
+        str(data_folder),
+        "--output_folder",
+        str(output_folder),
+    ]
+    return subprocess.run(
+        command + TINY_MODEL + list(extra),
+        cwd=RECIPE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def logged_epochs(output_folder):
+    """(epoch, train loss) for each line of the recipe's train_log.txt."""
+    with open(os.path.join(output_folder, "train_log.txt")) as log:
+        return [
+            (int(m.group(1)), float(m.group(2)))
+            for m in re.finditer(r"epoch: (\d+),.*?train loss: ([\d.e+-]+)", log.read())
+        ]
+
+
+def checkpoints(output_folder):
+    save = os.path.join(output_folder, "save")
+    return sorted(d for d in os.listdir(save) if d.startswith("CKPT+"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_librispeech, tmp_path_factory):
+    """A 6-epoch tiny pre-training run: (output folder, completed process)."""
+    output = tmp_path_factory.mktemp("bestrq")
+    result = run_recipe(tiny_librispeech, output, "--number_of_epochs", "6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result
+
+
+def test_writes_checkpoint_and_csvs(pretrained):
+    output, _ = pretrained
+    (latest,) = checkpoints(output)[-1:]
+    files = os.listdir(os.path.join(output, "save", latest))
+    assert {"model.ckpt", "normalize.ckpt", "optimizer.ckpt", "counter.ckpt"} <= set(
+        files
+    )
+    with open(os.path.join(output, "save", "train.csv")) as csv:
+        assert csv.readline().strip() == "ID,duration,wav,spk_id,wrd"
+        assert len(csv.readlines()) == 24
+
+
+def test_masked_prediction_loss_goes_down(pretrained):
+    output, _ = pretrained
+    losses = [loss for _, loss in logged_epochs(output)]
+    assert len(losses) == 6
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+def test_resumes_from_checkpoint(pretrained, tiny_librispeech, tmp_path):
+    output, _ = pretrained
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output, resumed)
+    result = run_recipe(tiny_librispeech, resumed, "--number_of_epochs", "7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loading a checkpoint" in result.stderr + result.stdout
+    epochs = [epoch for epoch, _ in logged_epochs(resumed)]
+    # Epochs 1-6 come from the first run; only epoch 7 is trained again.
+    assert epochs == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_two_process_ddp_on_cpu(tiny_librispeech, tmp_path):
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2")
+    result = run_recipe(
+        tiny_librispeech,
+        tmp_path,
+        "--number_of_epochs", "1", "--distributed_backend", "gloo",
+        launcher=launcher,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(checkpoints(tmp_path)) == 1
+    assert [epoch for epoch, _ in logged_epochs(tmp_path)] == [1]
+
+
+def test_missing_data_folder_fails_early(tmp_path):
+    result = run_recipe(
+        tmp_path / "no_such_corpus", tmp_path / "out", "--number_of_epochs", "1"
+    )
+    assert result.returncode != 0
+    assert "no_such_corpus" in result.stdout + result.stderr
+
+
+def test_unknown_mixer_lists_valid_ones(tiny_librispeech, tmp_path):
+    result = run_recipe(tiny_librispeech, tmp_path, "--mixer", "attention_free")
+    assert result.returncode != 0
+    assert "Unknown mixer 'attention_free'" in result.stdout + result.stderr
+    assert "RelPosMHAXL" in result.stdout + result.stderr
+
+
+def test_recipes_differ_only_in_mixer():
+    def read(name):
+        with open(os.path.join(RECIPE_DIR, "hparams", name)) as yaml:
+            return yaml.read().splitlines()
+
+    changed = [
+        line[1:]
+        for line in difflib.unified_diff(
+            read("bestrq_pom.yaml"), read("bestrq_mha.yaml"), n=0
+        )
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert changed, "the two recipes should differ in their mixer"
+    for line in changed:
+        assert line.startswith(
+            ("#", "mixer", "    degree", "    expand", "    formulation")
+        ), line
