@@ -49,7 +49,9 @@ def tiny_librispeech(tmp_path_factory):
 def tiny_commonvoice(tiny_librispeech, tmp_path_factory):
     """The CommonVoice language folder (str) built from ``tiny_librispeech``."""
     out_dir = tmp_path_factory.mktemp("tiny_commonvoice")
-    return make_commonvoice_layout(tiny_librispeech, out_dir, lang="en")
+    return make_commonvoice_layout(
+        tiny_librispeech, out_dir, lang="en", show_progress=False
+    )
 
 
 @pytest.fixture(scope="session")

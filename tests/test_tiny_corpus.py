@@ -88,7 +88,7 @@ def test_held_out_speakers_and_sentences(tiny_librispeech):
 
 
 def test_deterministic_and_skips_complete_corpus(tmp_path):
-    sizes = {"n_train": 4, "n_dev": 2, "n_test": 2}
+    sizes = {"n_train": 4, "n_dev": 2, "n_test": 2, "show_progress": False}
     first = generate_corpus(tmp_path / "a", **sizes, seed=7, num_workers=1)
     second = generate_corpus(tmp_path / "b", **sizes, seed=7, num_workers=2)
     first_hashes = file_hashes(first)
@@ -110,7 +110,7 @@ def test_deterministic_and_skips_complete_corpus(tmp_path):
 def test_refuses_to_overwrite_foreign_data(tmp_path):
     os.makedirs(tmp_path / "LibriSpeech" / "dev-clean")
     with pytest.raises(FileExistsError, match="refusing"):
-        generate_corpus(tmp_path, n_train=2, n_dev=1, n_test=1)
+        generate_corpus(tmp_path, n_train=2, n_dev=1, n_test=1, show_progress=False)
 
 
 def test_commonvoice_layout(tiny_librispeech, tiny_commonvoice):

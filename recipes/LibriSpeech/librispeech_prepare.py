@@ -30,9 +30,9 @@ from speechbrain_pom.data.validation import (
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-NO_TRANSCRIPT = "audio file(s) with no transcript line"
-NO_AUDIO = "transcript line(s) with no audio file"
-NO_TEXT = "transcript line(s) with no text"
+NO_TRANSCRIPT = "audio file with no transcript line"
+NO_AUDIO = "transcript line with no audio file"
+NO_TEXT = "transcript line with no text"
 
 
 def prepare_librispeech(
@@ -173,7 +173,7 @@ def _scan_split(data_folder, split):
         audio_file = audio_files[utterance_id]
         duration, problem = check_audio_file(audio_file, SAMPLE_RATE)
         if problem:
-            problems.append((f"audio file(s) {problem}", audio_file))
+            problems.append((f"audio file {problem}", audio_file))
             continue
         relative_path = os.path.relpath(audio_file, data_folder).replace(os.sep, "/")
         rows.append(

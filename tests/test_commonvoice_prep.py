@@ -1,0 +1,158 @@
+"""Tests of recipes/CommonVoice/common_voice_prepare.py on the tiny corpus."""
+
+import csv
+import glob
+import logging
+import os
+import re
+import shutil
+
+import pytest
+import soundfile as sf
+
+from speechbrain_pom.data.validation import DataPreparationError
+
+SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+
+
+def read_table(path, delimiter=","):
+    with open(path, encoding="utf-8", newline="") as stream:
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        return list(csv.DictReader(stream, delimiter=delimiter, quoting=quoting))
+
+
+def librispeech_transcripts(librispeech_root, split):
+    transcripts = set()
+    for path in glob.glob(os.path.join(librispeech_root, split, "*/*/*.trans.txt")):
+        with open(path, encoding="utf-8") as stream:
+            transcripts.update(line.strip().split(" ", 1)[1] for line in stream)
+    return transcripts
+
+
+@pytest.fixture
+def commonvoice_copy(tiny_commonvoice, tmp_path):
+    """A copy of the tiny CommonVoice folder that a test may damage."""
+    return shutil.copytree(tiny_commonvoice, tmp_path / "en")
+
+
+def test_csv_rows_match_tsv(
+    common_voice_prepare, tiny_commonvoice, tiny_librispeech, tmp_path
+):
+    report = common_voice_prepare.prepare_common_voice(tiny_commonvoice, tmp_path)
+    for split, librispeech_split in SPLITS.items():
+        tsv_rows = read_table(os.path.join(tiny_commonvoice, f"{split}.tsv"), "\t")
+        csv_rows = read_table(tmp_path / f"{split}.csv")
+        assert report[split] == {
+            "csv_file": os.path.join(tmp_path, f"{split}.csv"),
+            "n_rows": len(tsv_rows),
+            "skipped": {},
+        }
+        assert len(csv_rows) == len(tsv_rows)
+        for tsv_row, csv_row in zip(tsv_rows, csv_rows, strict=True):
+            assert csv_row["ID"] == tsv_row["path"][: -len(".mp3")]
+            assert csv_row["wav"] == f"$data_root/clips/{tsv_row['path']}"
+            assert csv_row["spk_id"] == tsv_row["client_id"]
+            clip = os.path.join(tiny_commonvoice, "clips", tsv_row["path"])
+            duration = len(sf.read(clip)[0]) / 48000
+            assert float(csv_row["duration"]) == pytest.approx(duration, abs=1e-3)
+        # Normalising the natural sentences gives back the LibriSpeech transcripts.
+        assert {row["wrd"] for row in csv_rows} == librispeech_transcripts(
+            tiny_librispeech, librispeech_split
+        )
+    assert not glob.glob(os.path.join(tmp_path, "*_skipped.txt"))
+
+    # Up to date: skipped.
+    assert common_voice_prepare.prepare_common_voice(tiny_commonvoice, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [
+        ("The cat sat down.", "THE CAT SAT DOWN"),
+        ("Don’t stop—now!", "DON'T STOP NOW"),
+        ('"Hello," she said.', "HELLO SHE SAID"),
+        ("'Quoted' words, isn't it?", "QUOTED WORDS ISN'T IT"),
+        ("Café  au\u00a0lait, naïve", "CAFE AU LAIT NAIVE"),
+        ("Rock-and-roll 42 times…", "ROCK AND ROLL TIMES"),
+        ("?!...", ""),
+    ],
+)
+def test_normalize_english(common_voice_prepare, sentence, expected):
+    assert common_voice_prepare.normalize_text(sentence, "en") == expected
+
+
+@pytest.mark.parametrize(
+    "sentence, expected",
+    [
+        ("L’été est là.", "L'ÉTÉ EST LÀ"),
+        ("«\u00a0Bonjour\u00a0», dit-elle\u202f!", "BONJOUR DIT ELLE"),
+        ("Aujourd'hui, j’ai mangé des œufs.", "AUJOURD'HUI J'AI MANGÉ DES ŒUFS"),
+        ("Cafe\u0301 crème", "CAFÉ CRÈME"),  # decomposed accent
+    ],
+)
+def test_normalize_french(common_voice_prepare, sentence, expected):
+    assert common_voice_prepare.normalize_text(sentence, "fr") == expected
+
+
+def write_tsv(path, rows):
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write("\t".join(rows[0]) + "\n")
+        stream.writelines("\t".join(row.values()) + "\n" for row in rows)
+
+
+def test_bad_rows_are_reported_and_skipped(
+    common_voice_prepare, commonvoice_copy, tmp_path, caplog
+):
+    tsv_file = os.path.join(commonvoice_copy, "train.tsv")
+    rows = read_table(tsv_file, "\t")
+    n_good = len(rows) - 1
+    empty_sentence_clip = rows[0]["path"]
+    rows[0]["sentence"] = " ?! "
+    rows.append({**rows[1], "path": "missing.mp3"})
+    rows.append({**rows[1], "path": "garbage.mp3"})
+    with open(os.path.join(commonvoice_copy, "clips", "garbage.mp3"), "wb") as f:
+        f.write(b"not an mp3 file" * 50)
+    write_tsv(tsv_file, rows)
+
+    save_folder = tmp_path / "save"
+    with caplog.at_level(logging.WARNING):
+        report = common_voice_prepare.prepare_common_voice(
+            commonvoice_copy, save_folder
+        )
+    assert report["train"]["skipped"] == {
+        "empty sentence": [empty_sentence_clip],
+        "missing clip": ["missing.mp3"],
+        "audio unreadable": ["garbage.mp3"],
+    }
+    assert report["train"]["n_rows"] == n_good
+    assert len(read_table(save_folder / "train.csv")) == n_good
+    assert "train: skipped 3 of" in caplog.text and "missing.mp3" in caplog.text
+    with open(save_folder / "train_skipped.txt", encoding="utf-8") as stream:
+        assert "missing.mp3\tmissing clip\n" in stream.read()
+    assert report["dev"]["skipped"] == {}
+
+
+def test_missing_tsv_is_an_error(common_voice_prepare, commonvoice_copy, tmp_path):
+    os.remove(os.path.join(commonvoice_copy, "dev.tsv"))
+    with pytest.raises(DataPreparationError) as error:
+        common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path / "save")
+    assert os.path.join(commonvoice_copy, "dev.tsv") in str(error.value)
+    assert "train.tsv" in str(error.value)  # lists what is there
+    assert not (tmp_path / "save").exists()
+
+
+def test_missing_folder_is_an_error(common_voice_prepare, tmp_path):
+    missing = os.path.join(tmp_path, "fr")
+    with pytest.raises(DataPreparationError, match=re.escape(missing)):
+        common_voice_prepare.prepare_common_voice(missing, tmp_path / "save")
+
+
+def test_missing_column_is_an_error(common_voice_prepare, commonvoice_copy, tmp_path):
+    tsv_file = os.path.join(commonvoice_copy, "test.tsv")
+    rows = [
+        {key: value for key, value in row.items() if key != "client_id"}
+        for row in read_table(tsv_file, "\t")
+    ]
+    write_tsv(tsv_file, rows)
+    with pytest.raises(DataPreparationError, match="client_id"):
+        common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path / "save")
