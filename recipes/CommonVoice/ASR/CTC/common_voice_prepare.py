@@ -1,0 +1,1 @@
+../../common_voice_prepare.py
