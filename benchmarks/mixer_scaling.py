@@ -1,11 +1,12 @@
 """Time and peak memory of token mixers against sequence length.
 
 Every configuration (mixer, scope, length, mode) runs in its own child process
-(this script with ``--child SPEC``) so that its peak memory is not polluted by
-the others, and a child killed for memory becomes a "failed" row instead of
-ending the whole run. Before a child starts, its peak memory and step time are
-predicted; configurations over ``--mem-budget-gib`` or ``--max-seconds`` are
-recorded as skipped, with the reason.
+(multiprocessing "forkserver": a server imports torch and SpeechBrain once and
+forks a fresh process per configuration), so that its peak memory is not
+polluted by the others, and a child killed for memory becomes a "failed" row
+instead of ending the whole run. Before a child starts, its peak memory and
+step time are predicted; configurations over ``--mem-budget-gib`` or
+``--max-seconds`` are recorded as skipped, with the reason.
 
 Scopes
 ------
@@ -21,9 +22,12 @@ small, paper
 
 Memory
 ------
-CPU: ``peak_mem_mib`` is the child's ``ru_maxrss`` (whole process, imports
-included); ``peak_mem_delta_mib`` subtracts the resident set measured after
-imports and model build (before the input is allocated). CUDA:
+CPU: ``peak_mem_mib`` is the child's resident-set high-water mark (VmHWM,
+whole process, imports included); ``peak_mem_delta_mib`` subtracts the
+resident set measured after imports and model build (before the input is
+allocated). VmHWM rather than ``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux
+ru_maxrss keeps the parent's high-water mark across fork and exec, so a child
+of a large parent would report the parent's peak. CUDA:
 ``torch.cuda.max_memory_allocated`` and the same minus the memory allocated
 after model build. Ratios in the targets table use the delta.
 
@@ -39,13 +43,12 @@ import csv
 import datetime
 import json
 import math
+import multiprocessing
 import os
 import platform
-import resource
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,9 +96,9 @@ CHILD_ENVIRONMENT = {
 WARMUP_MAX_FRAMES = 1000
 # Memory model: a fixed overhead plus activations; see ``analytic_peak_bytes``.
 ANALYTIC_OVERHEAD_BYTES = 64 * 2**20
-# Measurements below these are too small to fit a growth exponent on.
-FIT_FLOOR = {"memory": 32 * 2**20, "time": 0.05}
-RESULT_MARKER = "MIXER_SCALING_RESULT "
+# Measurements below these are dominated by fixed costs and noise on a shared
+# machine: no prediction is extrapolated from them.
+FIT_FLOOR = {"memory": 32 * 2**20, "time": 1.0}
 CSV_COLUMNS = (
     "mixer",
     "scope",
@@ -202,8 +205,9 @@ def build_model(spec):
             d_model=d_model,
             nhead=nhead,
             d_ffn=d_ffn,
-            # Only HyperMixing needs it; it sizes a table of this many frames.
-            max_length=max(spec["length"], 2500),
+            # HyperMixing needs the longest length; for the other mixers it
+            # only sizes an unused decoder table, kept at SpeechBrain's default.
+            max_length=spec["length"] if kind == "hypermixing" else 2500,
             mixer=kind,
             mixer_options=mixer_options,
             num_encoder_layers=scale["layers"],
@@ -235,16 +239,16 @@ def build_model(spec):
     return MixerAlone(RoPEMHA(d_model, nhead))
 
 
-def resident_bytes():
-    """Current resident set size of this process, in bytes (Linux)."""
+def memory_status_bytes(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in bytes (Linux)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
+    raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def run_child(spec):
+def measure(spec):
     """Measures one configuration and returns its result row fields.
 
     Arguments
@@ -295,7 +299,7 @@ def run_child(spec):
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated()
     else:
-        baseline = resident_bytes()
+        baseline = memory_status_bytes("VmRSS")
     for _ in range(spec["warmup"]):
         step(make_input(min(spec["length"], WARMUP_MAX_FRAMES)))
     x = make_input(spec["length"])
@@ -306,18 +310,28 @@ def run_child(spec):
         times.append(time.perf_counter() - start)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
-        measure = "cuda max_memory_allocated; delta: minus allocated after build"
+        memory_measure = "cuda max_memory_allocated; delta: minus that after build"
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        measure = "cpu ru_maxrss; delta: minus VmRSS after imports and build"
+        peak = memory_status_bytes("VmHWM")
+        memory_measure = "cpu VmHWM; delta: minus VmRSS after imports and build"
     return {
         "time_s_all": [round(t, 6) for t in times],
         "time_s_median": statistics.median(times),
         "peak_mem_mib": peak / 2**20,
         "peak_mem_delta_mib": (peak - baseline) / 2**20,
-        "memory_measure": measure,
+        "memory_measure": memory_measure,
         "params": params,
     }
+
+
+def child_main(spec, connection):
+    """Entry point of a child process: sends the measurement or the error."""
+    try:
+        connection.send(measure(spec))
+    except Exception as error:  # reported as a failed row, not raised
+        connection.send({"error": f"{type(error).__name__}: {error}"[:300]})
+    finally:
+        connection.close()
 
 
 # --------------------------------------------------------------------------
@@ -390,8 +404,9 @@ def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
 def extrapolate(points, length, nominal_growth, floor):
     """Predicts a value at ``length`` from measurements at shorter lengths.
 
-    With two measurements above ``floor``, the growth exponent is fitted on
-    the two longest and clipped to [1, 2] (linear to quadratic); otherwise
+    Measurements under ``floor`` are dominated by fixed costs and not used.
+    With two usable measurements, the growth exponent is fitted on the two
+    longest and clipped to [1, 2] (linear to quadratic); with one,
     ``nominal_growth(shorter, longer)`` gives the growth factor.
 
     Arguments
@@ -403,26 +418,28 @@ def extrapolate(points, length, nominal_growth, floor):
     nominal_growth : callable
         ``nominal_growth(n, m)``: expected value ratio between lengths m and n.
     floor : float
-        Values under this are dominated by fixed costs: no fit on them.
+        Smallest value used for a prediction.
 
     Returns
     -------
     float or None
-        The prediction, None without measurements.
+        The prediction, None without usable measurements.
 
     Example
     -------
     >>> extrapolate([(100, 1.0), (200, 4.0)], 400, lambda n, m: m / n, 0.1)
     16.0
-    >>> extrapolate([(100, 1.0)], 400, lambda n, m: m / n, 0.1)
+    >>> extrapolate([(50, 0.01), (100, 1.0)], 400, lambda n, m: m / n, 0.1)
     4.0
+    >>> extrapolate([(50, 0.01)], 400, lambda n, m: m / n, 0.1) is None
+    True
     """
-    if not points:
+    usable = [(n, value) for n, value in points if value > floor]
+    if not usable:
         return None
-    last_length, last_value = points[-1]
-    fitted = [(n, v) for n, v in points if v > floor]
-    if len(fitted) >= 2 and fitted[-1][0] > fitted[-2][0]:
-        (n1, v1), (n2, v2) = fitted[-2:]
+    last_length, last_value = usable[-1]
+    if len(usable) >= 2:
+        (n1, v1), (n2, v2) = usable[-2:]
         exponent = min(2.0, max(1.0, math.log(v2 / v1) / math.log(n2 / n1)))
         return last_value * (length / last_length) ** exponent
     return last_value * nominal_growth(last_length, length)
@@ -510,30 +527,65 @@ def empty_row(spec, status):
     }
 
 
-def describe_exit(returncode, stderr):
-    """Status of a child that returned no result."""
-    if returncode < 0:
-        return f"failed: killed ({signal.Signals(-returncode).name})"
-    last_lines = " | ".join(stderr.strip().splitlines()[-2:])
-    return f"failed: exit code {returncode}: {last_lines}"
+def child_context():
+    """The multiprocessing context that starts the children.
+
+    A forkserver imports torch and SpeechBrain once; each configuration is a
+    fresh fork of it (a few ms instead of seconds of imports). The children's
+    malloc settings are in the environment the server starts with.
+    """
+    os.environ.update(CHILD_ENVIRONMENT)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        [
+            "torch",
+            "speechbrain.nnet.attention",
+            "speechbrain.nnet.hypermixing",
+            "speechbrain_pom.lobes.mixer_transformer",
+        ]
+    )
+    return context
 
 
-def run_config(spec, timeout):
-    """Runs one configuration in a child process and returns its row."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
-    environment = {**os.environ, **CHILD_ENVIRONMENT}
+def run_config(context, spec, timeout):
+    """Runs one configuration in a child process and returns its row.
+
+    A child that dies (e.g. killed by the kernel for memory) or runs past
+    ``timeout`` seconds gives a "failed" row.
+    """
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=child_main, args=(spec, sender))
+    child.start()
+    sender.close()
     try:
-        completed = subprocess.run(
-            command, capture_output=True, text=True, env=environment, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return empty_row(spec, f"failed: timeout after {timeout:.0f} s")
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            row = empty_row(spec, "ok")
-            row.update(json.loads(line[len(RESULT_MARKER) :]))
-            return row
-    return empty_row(spec, describe_exit(completed.returncode, completed.stderr))
+        # poll is also True when the child exits without sending (EOF).
+        result = receiver.recv() if receiver.poll(timeout) else None
+    except EOFError:
+        result = None
+    finally:
+        receiver.close()
+    child.join(5)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        if result is None:
+            return empty_row(spec, f"failed: timeout after {timeout:.0f} s")
+    if result is None:
+        if child.exitcode < 0:
+            name = signal.Signals(-child.exitcode).name
+            return empty_row(spec, f"failed: killed ({name})")
+        return empty_row(spec, f"failed: exit code {child.exitcode}")
+    if "error" in result:
+        return empty_row(spec, f"failed: {result['error']}")
+    row = empty_row(spec, "ok")
+    row.update(result)
+    return row
+
+
+def configuration_key(entry):
+    """(mixer, scope, mode, batch, length) of a spec or a result row."""
+    length = entry["length"] if "length" in entry else entry["length_frames"]
+    return entry["mixer"], entry["scope"], entry["mode"], entry["batch"], length
 
 
 def skip_reason(args, spec, history):
@@ -572,8 +624,8 @@ def skip_reason(args, spec, history):
         growth = "quadratically" if exponent == 2 else "linearly"
         return (
             f"skipped: time, predicted {predicted_time:.0f} s per step > "
-            f"--max-seconds {args.max_seconds:g} (extrapolated at least {growth} "
-            f"from {measured[-1]['length_frames']} frames)"
+            f"--max-seconds {args.max_seconds:g} (extrapolated from shorter "
+            f"lengths, {growth} or as measured)"
         )
 
     def analytic(n):
@@ -655,6 +707,7 @@ def machine_info(args):
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        # With --append, main adds the command lines of the earlier runs.
         "command_line": shlex.join([sys.executable, *sys.argv]),
         "child_environment": CHILD_ENVIRONMENT,
         "warmup_runs": args.warmup,
@@ -668,12 +721,13 @@ def machine_info(args):
 
 
 def plot_scope(rows, scope, out_dir):
-    """Writes time_<scope>.png and memory_<scope>.png (log-log, one colour per
-    mixer, forward+backward solid, forward dashed)."""
+    """Writes time_<scope>.png and memory_<scope>.png: log-log, one line per
+    mixer, forward+backward (left) and forward (right) side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     measured = [row for row in rows if row["scope"] == scope and row["status"] == "ok"]
     mixers = list(dict.fromkeys(row["mixer"] for row in measured))
@@ -682,32 +736,39 @@ def plot_scope(rows, scope, out_dir):
         ("time", "time_s_median", "s per step"),
         ("memory", "peak_mem_delta_mib", "MiB above baseline"),
     ):
-        figure, axes = plt.subplots(figsize=(7, 5))
-        for index, mixer in enumerate(mixers):
-            for mode, style in (("forward_backward", "-"), ("forward", "--")):
+        figure, axes = plt.subplots(
+            1, 2, figsize=(12, 4.5), sharey=True, layout="constrained"
+        )
+        titles = ("forward + backward", "forward (inference)")
+        for axis, mode, title in zip(axes, MODES[::-1], titles, strict=True):
+            for index, mixer in enumerate(mixers):
                 points = sorted(
                     (row["length_frames"], row[key])
                     for row in measured
                     if row["mixer"] == mixer and row["mode"] == mode and row[key] > 0
                 )
                 if points:
-                    axes.plot(
+                    axis.plot(
                         *zip(*points, strict=True),
-                        style,
+                        "-" if mode == "forward_backward" else "--",
                         marker="o",
                         color=colours(index % 10),
-                        label=f"{mixer} ({'fwd+bwd' if style == '-' else 'fwd'})",
+                        label=mixer,
                     )
-        axes.set_xscale("log")
-        axes.set_yscale("log")
-        axes.set_xlabel(f"frames ({FRAMES_PER_SECOND} per second of audio)")
-        axes.set_ylabel(f"{quantity} ({unit})")
-        axes.set_title(f"{quantity}, scope {scope}")
-        axes.grid(True, which="both", alpha=0.3)
-        if mixers:
-            axes.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(out_dir / f"{quantity}_{scope}.png", dpi=80)
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())
+            axis.set_xlabel(f"frames ({FRAMES_PER_SECOND} per second of audio)")
+            axis.set_title(f"{quantity}, {scope} scope, {title}")
+            axis.grid(True, which="both", alpha=0.3)
+        axes[0].set_ylabel(f"{quantity} ({unit})")
+        handles = {}
+        for axis in axes:
+            for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, handle)
+        if handles:
+            figure.legend(handles.values(), handles.keys(), loc="outside right")
+        figure.savefig(out_dir / f"{quantity}_{scope}.png", dpi=72)
         plt.close(figure)
 
 
@@ -761,6 +822,9 @@ def ratio_target(rows, name, numerator, denominator, key, comparison, threshold)
         return result
     value = top[key] / bottom[key]
     passed = value >= threshold if comparison == ">=" else value <= threshold
+    threads = {top["threads"], bottom["threads"]}
+    if threads != {TARGET_THREADS}:
+        result["note"] = f"measured with {sorted(threads)} threads; targets assume 2"
     result.update(
         value=value,
         status="PASS" if passed else "MISS",
@@ -770,7 +834,7 @@ def ratio_target(rows, name, numerator, denominator, key, comparison, threshold)
     return result
 
 
-def compute_targets(rows, threads):
+def compute_targets(rows):
     """The targets table, from this run's measurements only."""
     mixer_at = ("mixer", TARGET_LENGTH, "forward_backward", TARGET_BATCH)
     targets = [
@@ -839,15 +903,14 @@ def compute_targets(rows, threads):
     }
     if hour is not None:
         value = hour["peak_mem_mib"] / 1024
+        if hour["threads"] != TARGET_THREADS:
+            one_hour["note"] = f"measured with {hour['threads']} threads"
         one_hour.update(
             value=value,
             status="PASS" if value <= 8 else "MISS",
             delta_gib=hour["peak_mem_delta_mib"] / 1024,
         )
     targets.insert(5, one_hour)
-    if threads != TARGET_THREADS:
-        for target in targets:
-            target["note"] = f"measured with {threads} threads, targets assume 2"
     matched = find_row(rows, "pom_matched", *mixer_at)
     summary = find_row(rows, "summarymixing", *mixer_at)
     for target in targets:
@@ -886,7 +949,7 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--mixers", nargs="+", choices=list(MIXER_SPECS))
     parser.add_argument("--lengths", nargs="+", type=int, help="frames (25 per s)")
     parser.add_argument("--scopes", nargs="+", choices=SCOPES)
@@ -915,16 +978,26 @@ def parse_args(argv=None):
         help="skip lengths whose step is predicted longer than this",
     )
     parser.add_argument(
+        "--deadline-minutes",
+        type=float,
+        default=math.inf,
+        help="configurations not started within this many minutes are skipped",
+    )
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in --out (re-measuring planned configurations);"
+        " shorter lengths measured earlier calibrate the predictions",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="lengths 25 250 750, scopes mixer and small, 1 repeat (< 5 min)",
     )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child is None and args.out is None:
-        parser.error("--out is required")
     args.mixers = args.mixers or list(MIXER_SPECS)
-    args.lengths = args.lengths or list(QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
+    default_lengths = QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS
+    args.lengths = args.lengths or list(default_lengths)
     args.scopes = args.scopes or list(QUICK_SCOPES if args.quick else SCOPES)
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.mem_budget_gib is None:
@@ -934,15 +1007,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Runs the benchmark (or, with --child, one configuration)."""
+    """Runs the benchmark."""
     args = parse_args(argv)
-    if args.child is not None:
-        result = run_child(json.loads(args.child))
-        print(RESULT_MARKER + json.dumps(result), flush=True)
-        return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     machine = machine_info(args)
+    previous_rows, command_lines = [], []
+    if args.append and (args.out / "results.json").exists():
+        previous_rows = json.loads((args.out / "results.json").read_text())
+        previous_machine = json.loads((args.out / "machine.json").read_text())
+        command_lines = previous_machine["command_lines"]
+    machine["command_lines"] = [*command_lines, machine["command_line"]]
     (args.out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
     matched_options, matched_params, summary_params = matched_pom_options()
     mismatch = matched_params / summary_params - 1
@@ -952,19 +1027,29 @@ def main(argv=None):
         f"{'' if abs(mismatch) <= MATCHING_TOLERANCE else ', OUTSIDE 20%'})",
         flush=True,
     )
-    rows = []
     specs = plan(args, matched_options)
+    planned = {configuration_key(spec) for spec in specs}
+    rows = [row for row in previous_rows if configuration_key(row) not in planned]
+    context = child_context()
     # A child may run past --max-seconds (noise, a poor prediction) but not forever.
     timeout = max(300.0, 3 * (args.repeats + args.warmup) * args.max_seconds)
     for index, spec in enumerate(specs, start=1):
-        history = [
-            row
-            for row in rows
-            if (row["mixer"], row["scope"], row["mode"], row["batch"])
-            == (spec["mixer"], spec["scope"], spec["mode"], spec["batch"])
-        ]
-        reason = skip_reason(args, spec, history)
-        row = empty_row(spec, reason) if reason else run_config(spec, timeout)
+        history = sorted(
+            (
+                row
+                for row in rows
+                if configuration_key(row)[:-1] == configuration_key(spec)[:-1]
+                and row["length_frames"] < spec["length"]
+            ),
+            key=lambda row: row["length_frames"],
+        )
+        elapsed = time.perf_counter() - started
+        reason = (
+            f"skipped: --deadline-minutes {args.deadline_minutes:g} reached"
+            if elapsed > 60 * args.deadline_minutes
+            else skip_reason(args, spec, history)
+        )
+        row = empty_row(spec, reason) if reason else run_config(context, spec, timeout)
         rows.append(row)
         write_results(rows, args.out)
         measured = (
@@ -979,9 +1064,9 @@ def main(argv=None):
             f"{spec['length']:>6} fr x{spec['batch']}: {measured}",
             flush=True,
         )
-    for scope in args.scopes:
+    for scope in dict.fromkeys(row["scope"] for row in rows):
         plot_scope(rows, scope, args.out)
-    targets = compute_targets(rows, args.threads)
+    targets = compute_targets(rows)
     (args.out / "targets.json").write_text(json.dumps(targets, indent=1) + "\n")
     print("\nTargets (ratios from this run):")
     print(format_targets(targets))
