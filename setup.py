@@ -16,6 +16,7 @@ setup(
         "sentencepiece>=0.1.99",
         "soundfile>=0.12",
         "espeakng-loader>=0.2.4",
+        "scipy>=1.10",
     ],
     extras_require={"bench": ["matplotlib>=3.7"], "test": ["pytest>=7", "ruff"]},
     license="Apache-2.0",
