@@ -378,7 +378,8 @@ def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
 
     A fixed overhead, plus float32 activations linear in the frames (one
     layer's working set without backward, every layer's with it), plus, for
-    attention, score tensors quadratic in the frames.
+    attention, score tensors quadratic in the frames. Shorter lengths measured
+    in the run calibrate it (``skip_reason``).
 
     Returns
     -------
@@ -393,11 +394,16 @@ def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
         # Two macaron feed-forward modules, convolution module, norms.
         per_frame += 2 * scale["d_ffn"] + 16 * scale["d_model"]
     linear = 4 * batch * length * per_frame * layers_kept
-    quadratic = 0
-    if mixer in QUADRATIC_MIXERS:
-        # Scores, softmax and (RelPosMHAXL) the 2N-wide positional scores.
-        per_pair = 4 if mixer == "RelPosMHAXL" else 2
-        quadratic = 4 * batch * scale["nhead"] * length**2 * per_pair * layers_kept
+    # Floats per (query, key) pair and head: RelPosMHAXL's scores, 2N-wide
+    # positional scores, softmax and their gradients (measured on CPU: about 7
+    # forward, 14 with backward); RoPEMHA's fused attention holds none unless
+    # given a mask, which the encoder always passes (a (B, H, N, N) mask).
+    per_pair = 0
+    if mixer == "RelPosMHAXL":
+        per_pair = 14 if backward else 7
+    elif mixer == "RoPEMHA" and scope != "mixer":
+        per_pair = 6 if backward else 3
+    quadratic = 4 * batch * scale["nhead"] * length**2 * per_pair * layers_kept
     return ANALYTIC_OVERHEAD_BYTES + linear + quadratic
 
 
