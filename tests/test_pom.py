@@ -13,6 +13,7 @@ from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import speechbrain_pom.nnet.pom as pom_module
 from speechbrain_pom.nnet.pom import PoM
 
 D_MODEL = 8
@@ -403,21 +404,34 @@ def test_bf16_autocast_state_in_float32(formulation, causal, monkeypatch):
     pad = padding_mask([20, 9], 20)
     attn_mask = causal_bool_mask(20) if causal else None
     seen = []
+
+    def spying(expand):
+        def spy(z, *args, **kwargs):
+            poly = expand(z, *args, **kwargs)
+            seen.append((z.dtype, poly.dtype, torch.is_autocast_enabled("cpu")))
+            return poly
+
+        return spy
+
+    for name in ("expand_products", "expand_powers"):
+        monkeypatch.setattr(pom_module, name, spying(getattr(pom_module, name)))
+    states = []
     aggregate = mixer.aggregate
 
-    def spy(z, *args, **kwargs):
-        state = aggregate(z, *args, **kwargs)
-        seen.append((z.dtype, state.dtype, torch.is_autocast_enabled("cpu")))
-        return state
+    def aggregate_spy(*args, **kwargs):
+        states.append(aggregate(*args, **kwargs))
+        return states[-1]
 
-    monkeypatch.setattr(mixer, "aggregate", spy)
+    monkeypatch.setattr(mixer, "aggregate", aggregate_spy)
     gate_dtypes = []
     mixer.gate_proj.register_forward_hook(
         lambda module, inputs, output: gate_dtypes.append(output.dtype)
     )
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         out, attn = mixer(x, x, x, attn_mask=attn_mask, key_padding_mask=pad)
-    assert seen == [(torch.float32, torch.float32, False)]
+    # The polynomial of every chunk, and the state, are in float32.
+    assert seen and set(seen) == {(torch.float32, torch.float32, False)}
+    assert [state.dtype for state in states] == [torch.float32]
     assert gate_dtypes == [torch.bfloat16]  # autocast really was active
     assert attn is None
     assert out.shape == x.shape

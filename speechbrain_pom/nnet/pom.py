@@ -17,6 +17,8 @@ Authors
 * speechbrain-pom contributors 2026
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,48 +79,111 @@ def expand_powers(z, coefficients):
     return h * series
 
 
-class _FusedPolynomialMean(torch.autograd.Function):
-    """Weighted sum over time of ``expansion(z)`` computed chunk by chunk.
+def project_and_expand(x, expansion, weight, bias, *params):
+    """Projects frames, then expands them into their polynomial.
 
-    The (batch, time, width) polynomial is never held whole and autograd does
-    not keep it: the backward pass recomputes each chunk's expansion and
-    differentiates it right away. Only ``z`` and the parameters are saved.
+    The projection follows any autocast in force; the expansion runs in
+    float32 (or wider), because products of k activations overflow low
+    precision.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        Frames (batch, time, d_model).
+    expansion : callable
+        ``expansion(z, *params)``, e.g. ``expand_powers``.
+    weight, bias : torch.Tensor
+        The projection.
+    *params : torch.Tensor
+        The expansion's learned tensors.
+
+    Returns
+    -------
+    torch.Tensor
+        The polynomial (batch, time, width).
+
+    Example
+    -------
+    >>> x, weight, bias = torch.rand(2, 5, 4), torch.rand(12, 4), torch.rand(12)
+    >>> project_and_expand(x, expand_powers, weight, bias, torch.rand(12, 3)).shape
+    torch.Size([2, 5, 12])
+    """
+    z = F.linear(x, weight, bias)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return expansion(z.to(torch.promote_types(z.dtype, torch.float32)), *params)
+
+
+def weighted_mean(weights, polynomial):
+    """``weights @ polynomial`` over time, in the polynomial's precision.
+
+    Arguments
+    ---------
+    weights : torch.Tensor
+        (batch, time) frame weights, or (batch, time, time) per query frame.
+    polynomial : torch.Tensor
+        (batch, time, width).
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, width), or (batch, time, width) with per-frame weights.
+    """
+    with torch.autocast(device_type=polynomial.device.type, enabled=False):
+        weights = weights.to(polynomial.dtype)
+        if weights.dim() == 2:
+            return torch.bmm(weights[:, None, :], polynomial).squeeze(1)
+        return torch.matmul(weights, polynomial)
+
+
+class _FusedPolynomialMean(torch.autograd.Function):
+    """``weighted_mean`` of ``project_and_expand(x, ...)``, chunk by chunk in time.
+
+    Neither the projected frames nor their polynomial are held whole or kept
+    by autograd: only ``x`` (which the gate's projection keeps anyway) and the
+    parameters are saved, and the backward pass recomputes each chunk and
+    differentiates it right away.
     """
 
     @staticmethod
-    def forward(ctx, z, weights, chunk_size, expansion, *params):
-        # Both expansions keep the width of z.
-        state = z.new_zeros(z.shape[0], z.shape[-1])
-        for start in range(0, z.shape[1], chunk_size):
+    def forward(ctx, x, weights, chunk_size, expansion, *params):
+        device_type = x.device.type
+        # The recomputation in backward must see the same autocast as here.
+        ctx.autocast = {
+            "device_type": device_type,
+            "dtype": torch.get_autocast_dtype(device_type),
+            "enabled": torch.is_autocast_enabled(device_type),
+        }
+        state = 0
+        for start in range(0, x.shape[1], chunk_size):
             stop = start + chunk_size
-            poly = expansion(z[:, start:stop], *params)
-            state += torch.bmm(weights[:, None, start:stop], poly).squeeze(1)
-        ctx.save_for_backward(z, weights, *params)
+            poly = project_and_expand(x[:, start:stop], expansion, *params)
+            state = state + weighted_mean(weights[:, start:stop], poly)
+        ctx.save_for_backward(x, weights, *params)
         ctx.chunk_size = chunk_size
         ctx.expansion = expansion
         return state
 
     @staticmethod
     def backward(ctx, grad_state):
-        z, weights, *params = ctx.saved_tensors
+        x, weights, *params = ctx.saved_tensors
         # Autograd drops the gradients of inputs that do not need them.
         params = [p.detach().requires_grad_() for p in params]
-        grad_z = torch.empty_like(z)
+        grad_x = torch.empty_like(x)
         grad_params = [torch.zeros_like(p) for p in params]
-        for start in range(0, z.shape[1], ctx.chunk_size):
+        for start in range(0, x.shape[1], ctx.chunk_size):
             stop = start + ctx.chunk_size
-            z_chunk = z[:, start:stop].detach().requires_grad_()
-            with torch.enable_grad():
-                poly = ctx.expansion(z_chunk, *params)
+            x_chunk = x[:, start:stop].detach().requires_grad_()
+            with torch.enable_grad(), torch.autocast(**ctx.autocast):
+                poly = project_and_expand(x_chunk, ctx.expansion, *params)
             # d(sum_t w_t P_t) / dP_t = w_t * grad_state
             grad_poly = weights[:, start:stop, None] * grad_state[:, None, :]
             grad_chunk, *grads = torch.autograd.grad(
-                poly, [z_chunk, *params], grad_poly
+                poly, [x_chunk, *params], grad_poly.to(poly.dtype)
             )
-            grad_z[:, start:stop] = grad_chunk
+            grad_x[:, start:stop] = grad_chunk
             for total, grad in zip(grad_params, grads, strict=True):
                 total += grad
-        return (grad_z, None, None, None, *grad_params)
+        return (grad_x, None, None, None, *grad_params)
 
 
 def frame_weights(key_padding_mask, batch, length, dtype, device):
@@ -190,8 +255,9 @@ class PoM(nn.Module):
     dropout : float
         Dropout applied to the output.
     fused : bool
-        Accumulate the mean chunk by chunk and recompute the polynomial in the
-        backward pass (less memory). False materialises it (the plain path).
+        Accumulate the mean chunk by chunk and recompute the projection and the
+        polynomial in the backward pass (less memory). False materialises them
+        (the plain path).
     chunk_size : int
         Number of frames per chunk of the fused path.
 
@@ -250,21 +316,24 @@ class PoM(nn.Module):
             The learned tensors the expansion takes.
         """
         if self.formulation == "A":
-            return _ProductExpansion(self.degree), ()
+            return functools.partial(expand_products, degree=self.degree), ()
         return expand_powers, (self.coefficients,)
 
-    def polynomial(self, z):
-        """Materialises the polynomial of projected frames ``z`` (plain path)."""
+    def polynomial(self, x):
+        """Materialises the polynomial of the frames ``x`` (plain path)."""
         expansion, params = self.expansion()
-        return expansion(z, *params)
+        projection = self.expand_proj
+        return project_and_expand(
+            x, expansion, projection.weight, projection.bias, *params
+        )
 
-    def aggregate(self, z, key_padding_mask=None, attn_mask=None):
-        """The state: masked mean of the polynomial of ``z`` over time.
+    def aggregate(self, x, key_padding_mask=None, attn_mask=None):
+        """The state: masked mean over time of the polynomial of the frames ``x``.
 
         Arguments
         ---------
-        z : torch.Tensor
-            Projected frames (batch, time, width), in float32 or wider.
+        x : torch.Tensor
+            Frames (batch, time, d_model).
         key_padding_mask : torch.Tensor, optional
             (batch, time) boolean, True on padding.
         attn_mask : torch.Tensor, optional
@@ -274,21 +343,30 @@ class PoM(nn.Module):
         Returns
         -------
         torch.Tensor
-            (batch, width) without attn_mask, (batch, time, width) with it.
+            (batch, width) without attn_mask, (batch, time, width) with it, in
+            float32 or wider.
         """
-        batch, length, _ = z.shape
-        weights = frame_weights(key_padding_mask, batch, length, z.dtype, z.device)
+        batch, length, _ = x.shape
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        weights = frame_weights(key_padding_mask, batch, length, dtype, x.device)
         if attn_mask is not None:
             allowed = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask == 0
-            visible = allowed.to(z.dtype) * (weights > 0).to(z.dtype)[:, None, :]
+            visible = allowed.to(dtype) * (weights > 0).to(dtype)[:, None, :]
             visible = visible / visible.sum(dim=-1, keepdim=True).clamp(min=1.0)
-            return torch.matmul(visible, self.polynomial(z))
-        if self.fused:
-            expansion, params = self.expansion()
-            return _FusedPolynomialMean.apply(
-                z, weights, self.chunk_size, expansion, *params
-            )
-        return torch.bmm(weights[:, None, :], self.polynomial(z)).squeeze(1)
+            return weighted_mean(visible, self.polynomial(x))
+        if not self.fused:
+            return weighted_mean(weights, self.polynomial(x))
+        expansion, params = self.expansion()
+        projection = self.expand_proj
+        return _FusedPolynomialMean.apply(
+            x,
+            weights,
+            self.chunk_size,
+            expansion,
+            projection.weight,
+            projection.bias,
+            *params,
+        )
 
     def forward(
         self,
@@ -330,10 +408,7 @@ class PoM(nn.Module):
             # would otherwise reach the real frames (0 * nan = nan), in the
             # state and in the gradients of the projections.
             query = query.masked_fill(key_padding_mask[..., None], 0.0)
-        z = self.expand_proj(query)
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            z = z.to(torch.promote_types(z.dtype, torch.float32))
-            state = self.aggregate(z, key_padding_mask, attn_mask)
+        state = self.aggregate(query, key_padding_mask, attn_mask)
         gate_logits = self.gate_proj(query)
         gate = (
             torch.sigmoid(gate_logits)
@@ -351,13 +426,3 @@ class PoM(nn.Module):
             if self.out_proj.bias is not None:
                 output = output + self.out_proj.bias
         return self.dropout(output), None
-
-
-class _ProductExpansion:
-    """Picklable ``expand_products`` with a fixed degree (used by the fused path)."""
-
-    def __init__(self, degree):
-        self.degree = degree
-
-    def __call__(self, z):
-        return expand_products(z, self.degree)
