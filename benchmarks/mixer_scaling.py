@@ -198,7 +198,7 @@ def build_model(spec):
             return [self.net.encode(x, wav_lens)]
 
     if spec["scope"] != "mixer":
-        mixer_options = options if kind in ("pom", "summarymixing") else None
+        mixer_options = {kind: options} if kind in ("pom", "summarymixing") else None
         net = MixerTransformerASR(
             tgt_vocab=1,
             input_size=d_model,

@@ -92,7 +92,7 @@ def ctc_output(tiny_librispeech, bestrq_save_folder, tmp_path_factory):
 def tiny_encoder(**changes):
     """CNN, wrapper and normalize of the tiny encoder, with ``changes``."""
     settings = {key: int(value) for key, value in TINY_ENCODER.items()}
-    settings["mixer_options"] = {"degree": 3, "expand": 2, "formulation": "A"}
+    settings["mixer_options"] = {"pom": {"degree": 3, "expand": 2, "formulation": "A"}}
     settings.update(changes)
     with open(ENCODER_YAML, encoding="utf-8") as fin:
         encoder = load_hyperpyyaml(fin, settings)

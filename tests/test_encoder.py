@@ -96,14 +96,18 @@ def test_layers_hold_the_chosen_mixer(mixer):
 
 
 def test_mixer_options_reach_every_layer():
-    net = build("pom", mixer_options={"degree": 2, "expand": 1, "formulation": "C"})
+    net = build(
+        "pom", mixer_options={"pom": {"degree": 2, "expand": 1, "formulation": "C"}}
+    )
     for layer in net.encoder.layers:
         mixer = layer.mha_layer
         assert isinstance(mixer, PoM)
         assert mixer.degree == 2 and mixer.formulation == "C"
         assert mixer.expand_proj.out_features == SETTINGS["d_model"]
         assert mixer.coefficients.shape == (SETTINGS["d_model"], 2)
-    net = build("summarymixing", mixer_options={"mode": "SummaryMixing-lite"})
+    net = build(
+        "summarymixing", mixer_options={"summarymixing": {"mode": "SummaryMixing-lite"}}
+    )
     assert all(
         isinstance(layer.mha_layer, SummaryMixing)
         and layer.mha_layer.mode == "SummaryMixing-lite"
@@ -265,7 +269,7 @@ def test_unknown_mixer_lists_valid_ones():
 @pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
 def test_unknown_mixer_option_is_named(mixer):
     with pytest.raises(ValueError, match="degre_typo"):
-        build(mixer, mixer_options={"degre_typo": 3})
+        build(mixer, mixer_options={mixer: {"degre_typo": 3}})
     with pytest.raises(ValueError, match="degre_typo"):
         build_mixer(mixer, 16, {"degre_typo": 3})
 
@@ -273,7 +277,7 @@ def test_unknown_mixer_option_is_named(mixer):
 @pytest.mark.parametrize("mixer", SPEECHBRAIN_MIXERS)
 def test_mixer_options_rejected_for_speechbrain_mixers(mixer):
     with pytest.raises(ValueError, match=mixer):
-        build(mixer, mixer_options={"degree": 3})
+        build(mixer, mixer_options={mixer: {"degree": 3}})
 
 
 def test_other_misuse_is_rejected():
@@ -282,4 +286,18 @@ def test_other_misuse_is_rejected():
     with pytest.raises(ValueError, match="conformer"):
         build("pom", encoder_module="transformer")
     with pytest.raises(ValueError):  # PoM's own validation, before building
-        build("pom", mixer_options={"formulation": "Z"})
+        build("pom", mixer_options={"pom": {"formulation": "Z"}})
+
+
+def test_options_keyed_by_mixer_let_the_mixer_name_alone_switch():
+    options = {"pom": {"degree": 2, "expand": 1}}
+    pom_net = build("pom", mixer_options=options)
+    assert pom_net.encoder.layers[0].mha_layer.degree == 2
+    # The same options, another mixer: PoM's entry is simply not used.
+    for mixer in ("summarymixing", "RelPosMHAXL"):
+        assert build(mixer, mixer_options=options).mixer == mixer
+
+
+def test_options_not_keyed_by_mixer_name_are_an_error():
+    with pytest.raises(ValueError, match="keyed by mixer name.*'degree'"):
+        build("pom", mixer_options={"degree": 2})

@@ -89,7 +89,10 @@ class MixerTransformerASR(TransformerASR):
     mixer : str
         One of ``MIXERS``.
     mixer_options : dict, optional
-        Options of a package mixer, e.g. ``{"degree": 3, "expand": 2}``.
+        Options of the package mixers, keyed by mixer name, e.g.
+        ``{"pom": {"degree": 3, "expand": 2}}``. Only the chosen mixer's entry
+        is used, so one yaml holds the options of several mixers and ``mixer``
+        alone switches between them.
     causal : bool
         Causal (streaming) encoder; False by default, unlike SpeechBrain's
         TransformerASR, which turns it on when it is not given.
@@ -125,16 +128,24 @@ class MixerTransformerASR(TransformerASR):
             raise ValueError(f"Unknown mixer {mixer!r}; valid mixers: {list(MIXERS)}")
         if "attention_type" in kwargs:
             raise ValueError("Choose the mixer with `mixer`, not `attention_type`.")
-        if mixer_options and mixer not in PACKAGE_MIXERS:
+        options_by_mixer = dict(mixer_options or {})
+        strangers = sorted(set(options_by_mixer) - set(MIXERS))
+        if strangers:
             raise ValueError(
-                f"mixer_options {dict(mixer_options)} given, but mixer {mixer!r} "
+                f"mixer_options must be keyed by mixer name; unknown mixer(s) "
+                f"{strangers}; valid mixers: {list(MIXERS)}"
+            )
+        options = options_by_mixer.get(mixer) or {}
+        if options and mixer not in PACKAGE_MIXERS:
+            raise ValueError(
+                f"mixer_options {options} given for mixer {mixer!r}, which "
                 f"takes none (only {list(PACKAGE_MIXERS)} do)"
             )
         # Fail on bad options before building a large encoder.
         if mixer in PACKAGE_MIXERS:
             if kwargs.get("encoder_module") != "conformer":
                 raise ValueError(f"Mixer {mixer!r} needs encoder_module='conformer'")
-            build_mixer(mixer, d_model, mixer_options)
+            build_mixer(mixer, d_model, options)
         host = mixer if mixer in SPEECHBRAIN_MIXERS else HOST_ATTENTION_TYPE
         super().__init__(
             tgt_vocab,
@@ -159,4 +170,4 @@ class MixerTransformerASR(TransformerASR):
                     max_length=max_length,
                 )
             elif mixer in PACKAGE_MIXERS:
-                layer.mha_layer = build_mixer(mixer, d_model, mixer_options)
+                layer.mha_layer = build_mixer(mixer, d_model, options)
