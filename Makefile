@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.10+:
-#   make demo   generate the tiny corpus, pre-train (BEST-RQ, PoM), fine-tune (CTC), transcribe
+#   make demo   generate a low-resource corpus, pre-train (BEST-RQ, PoM), fine-tune
+#               and train from scratch on 5 labelled minutes (CTC), transcribe
 #   make test   lint and run the test suite
 # Both create (or reuse) .venv and install the pinned requirements first.
 

@@ -177,7 +177,8 @@ class CTCBrain(TimeBudgetBrain):
     def decode(self, log_probs, wav_lens, stage):
         """Transcripts: greedy decoding for validation, beam search for test."""
         if stage == sb.Stage.TEST:
-            hypotheses = self.test_searcher(log_probs.float(), wav_lens)
+            # The beam search runs in Python on the CPU.
+            hypotheses = self.test_searcher(log_probs.float().cpu(), wav_lens.cpu())
             return [nbest[0].text for nbest in hypotheses]
         token_ids = ctc_greedy_decode(
             log_probs, wav_lens, blank_id=self.hparams.blank_index

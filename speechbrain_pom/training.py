@@ -41,7 +41,8 @@ def frames_after_frontend(num_samples, hop_length=160, reduction=4):
 
 
 class TimeBudgetBrain(sb.Brain):
-    """A Brain that also stops training after ``max_train_minutes`` of wall clock.
+    """A Brain that also stops training after ``max_train_minutes`` of wall clock
+    (and that accepts ``--optimizer_step_limit`` from the command line).
 
     The budget counts from the start of ``fit`` in this process. The stop goes
     through SpeechBrain's own step-limit check, so the epoch ends cleanly with a
@@ -67,4 +68,6 @@ class TimeBudgetBrain(sb.Brain):
             flag = torch.tensor(float(spent), device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             spent = bool(flag.item())
-        return spent or super()._optimizer_step_limit_exceeded
+        # SpeechBrain 1.1.2 passes --optimizer_step_limit on as a string.
+        limit = self.optimizer_step_limit
+        return spent or (limit is not None and self.optimizer_step >= int(limit))

@@ -394,7 +394,7 @@ def _speaker_count(n_utterances):
     return min(n_utterances, wanted)
 
 
-def plan_corpus(n_train, n_dev, n_test, seed):
+def plan_corpus(n_train, n_dev, n_test, seed, train_splits=None):
     """Decides the speakers and sentences of every split, without any audio.
 
     Dev and test speakers use (accent, variant) voices that no train speaker
@@ -406,6 +406,10 @@ def plan_corpus(n_train, n_dev, n_test, seed):
         Number of utterances of each split.
     seed : int
         Seed of the random generator.
+    train_splits : dict, optional
+        ``{split folder: number of utterances}`` of several training splits,
+        which share the training voices; replaces ``n_train`` (which is then
+        ignored) and the single ``train-clean-100`` split.
 
     Returns
     -------
@@ -419,23 +423,30 @@ def plan_corpus(n_train, n_dev, n_test, seed):
     [2, 2, 1, 1, 1, 1]
     >>> sorted({split for split, speaker, sentences in plan})
     ['dev-clean', 'test-clean', 'train-clean-100']
+    >>> plan = plan_corpus(0, 2, 2, seed=0, train_splits={"a": 3, "b": 2})
+    >>> [(split, len(sentences)) for split, speaker, sentences in plan][:4]
+    [('a', 2), ('a', 1), ('b', 1), ('b', 1)]
     """
     rng = random.Random(seed)
-    counts = {"train": n_train, "dev": n_dev, "test": n_test}
+    if train_splits is None:
+        train_splits = {SPLITS["train"]: n_train}
+    counts = {**train_splits, SPLITS["dev"]: n_dev, SPLITS["test"]: n_test}
     speaker_counts = {split: _speaker_count(count) for split, count in counts.items()}
+    n_dev_speakers = speaker_counts[SPLITS["dev"]]
+    n_held_out = n_dev_speakers + speaker_counts[SPLITS["test"]]
     voices = [(accent, variant) for accent in ACCENTS for variant in VARIANTS]
     rng.shuffle(voices)
-    n_held_out = speaker_counts["dev"] + speaker_counts["test"]
     if n_held_out >= len(voices):
         raise ValueError(
             f"Dev and test need {n_held_out} held-out voices, "
             f"only {len(voices) - 1} are available: use fewer utterances."
         )
     # The first voices are held out for dev and test; train cycles the rest.
+    train_voices = voices[n_held_out:]
     voice_pools = {
-        "dev": voices[: speaker_counts["dev"]],
-        "test": voices[speaker_counts["dev"] : n_held_out],
-        "train": voices[n_held_out:],
+        SPLITS["dev"]: voices[:n_dev_speakers],
+        SPLITS["test"]: voices[n_dev_speakers:n_held_out],
+        **{split: train_voices for split in train_splits},
     }
     n_speakers = sum(speaker_counts.values())
     speaker_ids = rng.sample(range(100, 10000), n_speakers)
@@ -443,11 +454,19 @@ def plan_corpus(n_train, n_dev, n_test, seed):
 
     plan = []
     seen_transcripts = set()
-    for split in ("train", "dev", "test"):
-        sentences = _draw_sentences(rng, counts[split], seen_transcripts)
+    # Training splits continue cycling through the training voices.
+    voice_offsets = dict.fromkeys(counts, 0)
+    train_offset = 0
+    for split in counts:
+        if split in train_splits:
+            voice_offsets[split] = train_offset
+            train_offset += speaker_counts[split]
+    for split, count in counts.items():
+        sentences = _draw_sentences(rng, count, seen_transcripts)
         n_split_speakers = speaker_counts[split]
+        pool = voice_pools[split]
         for index in range(n_split_speakers):
-            accent, variant = voice_pools[split][index % len(voice_pools[split])]
+            accent, variant = pool[(voice_offsets[split] + index) % len(pool)]
             speaker = Speaker(
                 speaker_id=speaker_ids.pop(0),
                 chapter_id=chapter_ids.pop(0),
@@ -457,7 +476,7 @@ def plan_corpus(n_train, n_dev, n_test, seed):
                 pitch=rng.randint(*PITCH_RANGE),
             )
             # Round-robin split of the sentences, so speakers differ by at most one.
-            plan.append((SPLITS[split], speaker, sentences[index::n_split_speakers]))
+            plan.append((split, speaker, sentences[index::n_split_speakers]))
     return plan
 
 
@@ -672,14 +691,44 @@ def generate_corpus(
     >>> sorted(os.listdir(root))
     ['dev-clean', 'sentences.tsv', 'test-clean', 'tiny_corpus.json', 'train-clean-100']
     """
+    return _generate(
+        out_dir,
+        _settings(n_train, n_dev, n_test, seed),
+        {SPLITS["train"]: n_train},
+        n_dev,
+        n_test,
+        num_workers,
+        show_progress,
+    )
+
+
+def _generate(
+    out_dir,
+    settings,
+    train_splits,
+    n_dev,
+    n_test,
+    num_workers,
+    show_progress,
+    finish=None,
+    final_splits=(),
+):
+    """Plans and synthesises the splits unless a complete corpus with the same
+    settings is there; returns the LibriSpeech root.
+
+    ``finish(root)``, if given, runs once the audio is written and returns
+    entries for the manifest; ``final_splits`` names the folders it writes.
+    The manifest says "complete" only after it."""
     root = os.path.join(os.path.abspath(out_dir), "LibriSpeech")
     manifest_file = os.path.join(root, MANIFEST_NAME)
-    settings = _settings(n_train, n_dev, n_test, seed)
     manifest = _read_json(manifest_file)
     if manifest and manifest.get("complete") and manifest.get("settings") == settings:
         logger.info("Tiny corpus already complete in %s, skipping.", root)
         return root
-    split_folders = [os.path.join(root, split) for split in SPLITS.values()]
+    split_folders = [
+        os.path.join(root, split)
+        for split in (*train_splits, *final_splits, SPLITS["dev"], SPLITS["test"])
+    ]
     if manifest is None and any(os.path.exists(path) for path in split_folders):
         raise FileExistsError(
             f"{root} holds LibriSpeech split folders that this generator did not "
@@ -691,11 +740,12 @@ def generate_corpus(
     os.makedirs(root, exist_ok=True)
     _write_json({"settings": settings, "complete": False}, manifest_file)
 
-    plan = plan_corpus(n_train, n_dev, n_test, seed)
+    seed = settings["seed"]
+    plan = plan_corpus(0, n_dev, n_test, seed, train_splits=train_splits)
     jobs = [(root, split, speaker, sentences) for split, speaker, sentences in plan]
     sentence_lines = []
     progress = tqdm(
-        total=n_train + n_dev + n_test,
+        total=sum(train_splits.values()) + n_dev + n_test,
         desc="Synthesising",
         unit="utt",
         disable=not show_progress,
@@ -715,8 +765,10 @@ def generate_corpus(
         str(speaker.speaker_id): {"split": split, **asdict(speaker)}
         for split, speaker, _ in plan
     }
+    extra = finish(root) if finish else {}
     _write_json(
-        {"settings": settings, "complete": True, "speakers": speakers}, manifest_file
+        {"settings": settings, "complete": True, "speakers": speakers, **extra},
+        manifest_file,
     )
     logger.info("Tiny corpus written to %s.", root)
     return root
@@ -752,6 +804,199 @@ def _write_chapter(job):
     ) as stream:
         stream.writelines(transcript_lines)
     return sentence_lines
+
+
+# ---------------------------------------------------------------------------
+# Low-resource layout: unlabelled pre-training audio, small labelled subsets
+# ---------------------------------------------------------------------------
+
+UNLABELLED_SPLIT = "train-unlabelled"
+_LABELLED_POOL = "train-labelled-pool"
+# Mean utterance duration (seconds) of the grammar and voices, for planning.
+_MEAN_UTTERANCE_SECONDS = 3.1
+# The pool is drawn larger than the largest subset, which is then cut to size.
+_POOL_MARGIN = 1.25
+
+
+def labelled_split_name(minutes):
+    """Folder name of a labelled subset of ``minutes`` of audio.
+
+    Example
+    -------
+    >>> labelled_split_name(10), labelled_split_name(60), labelled_split_name(90)
+    ('train-10min', 'train-1h', 'train-1.5h')
+    """
+    if minutes < 60:
+        return f"train-{minutes:g}min"
+    return f"train-{minutes / 60:g}h"
+
+
+def generate_lowresource_corpus(
+    out_dir,
+    unlabelled_hours=5.0,
+    labelled_minutes=(10, 60),
+    n_dev=100,
+    n_test=150,
+    seed=1234,
+    num_workers=None,
+    show_progress=True,
+):
+    """A corpus for self-supervised learning with few labels, like Libri-light.
+
+    Written in the LibriSpeech layout: ``train-unlabelled`` (hours of audio
+    from many voices, for pre-training; its transcripts exist but are not
+    meant to be used), nested labelled subsets ``train-10min`` and
+    ``train-1h`` (one folder per entry of ``labelled_minutes``, each holding
+    the utterances of the smaller ones, and as long as requested to within
+    one utterance), and ``dev-clean`` and ``test-clean`` spoken by voices that
+    no training split uses. Deterministic for a seed.
+
+    Arguments
+    ---------
+    out_dir : str
+        Folder that receives the ``LibriSpeech`` folder.
+    unlabelled_hours : float
+        Approximate duration of ``train-unlabelled``.
+    labelled_minutes : sequence of float
+        Durations of the labelled subsets.
+    n_dev, n_test : int
+        Number of utterances of dev-clean and test-clean.
+    seed : int
+        Seed of the random generator.
+    num_workers : int, optional
+        Number of synthesis processes (default: up to 2).
+    show_progress : bool
+        Whether to show a progress bar.
+
+    Returns
+    -------
+    str
+        The LibriSpeech root folder. Its ``tiny_corpus.json`` gives, under
+        "splits", the minutes and number of utterances of every split.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> root = generate_lowresource_corpus(
+    ...     tempfile.mkdtemp(), 0.01, (0.1, 0.2), 2, 2, show_progress=False
+    ... )
+    >>> sorted(name for name in os.listdir(root) if name.startswith("train"))
+    ['train-0.1min', 'train-0.2min', 'train-unlabelled']
+    """
+    labelled_minutes = sorted(float(minutes) for minutes in labelled_minutes)
+    settings = {
+        "generator_version": GENERATOR_VERSION,
+        "unlabelled_hours": unlabelled_hours,
+        "labelled_minutes": labelled_minutes,
+        "n_dev": n_dev,
+        "n_test": n_test,
+        "seed": seed,
+        "sample_rate": SAMPLE_RATE,
+    }
+    n_pool = math.ceil(
+        labelled_minutes[-1] * 60 * _POOL_MARGIN / _MEAN_UTTERANCE_SECONDS
+    )
+    train_splits = {
+        UNLABELLED_SPLIT: max(
+            1, round(unlabelled_hours * 3600 / _MEAN_UTTERANCE_SECONDS)
+        ),
+        _LABELLED_POOL: max(2, n_pool),
+    }
+    subset_names = [labelled_split_name(minutes) for minutes in labelled_minutes]
+
+    def cut_subsets(root):
+        pool = _read_split(os.path.join(root, _LABELLED_POOL))
+        for name, minutes in zip(subset_names, labelled_minutes, strict=True):
+            total, chosen = 0.0, []
+            for utterance in pool:
+                if total >= minutes * 60:
+                    break
+                chosen.append(utterance)
+                total += utterance["seconds"]
+            if total < minutes * 60:
+                raise RuntimeError(
+                    f"The labelled pool holds {total / 60:.1f} minutes, "
+                    f"less than the {minutes:g} asked for {name}."
+                )
+            _write_subset(root, name, chosen)
+        shutil.rmtree(os.path.join(root, _LABELLED_POOL))
+        splits = {
+            split: _split_summary(os.path.join(root, split))
+            for split in (
+                UNLABELLED_SPLIT,
+                *subset_names,
+                SPLITS["dev"],
+                SPLITS["test"],
+            )
+        }
+        return {"splits": splits}
+
+    return _generate(
+        out_dir,
+        settings,
+        train_splits,
+        n_dev,
+        n_test,
+        num_workers,
+        show_progress,
+        finish=cut_subsets,
+        final_splits=(*subset_names, _LABELLED_POOL),
+    )
+
+
+def _read_split(split_folder):
+    """The utterances of a split in chapter order, with their durations."""
+    utterances = []
+    for transcript_file in sorted(
+        glob.glob(os.path.join(split_folder, "*", "*", "*.trans.txt"))
+    ):
+        folder = os.path.dirname(transcript_file)
+        with open(transcript_file, encoding="utf-8") as stream:
+            for line in stream:
+                utterance_id, text = line.rstrip("\n").split(" ", 1)
+                audio = os.path.join(folder, f"{utterance_id}.flac")
+                info = sf.info(audio)
+                utterances.append(
+                    {
+                        "id": utterance_id,
+                        "text": text,
+                        "audio": audio,
+                        "seconds": info.frames / info.samplerate,
+                    }
+                )
+    return utterances
+
+
+def _write_subset(root, name, utterances):
+    """Writes a split of the given utterances, linking their audio files."""
+    chapters = {}
+    for utterance in utterances:
+        speaker, chapter, _ = utterance["id"].split("-")
+        chapters.setdefault((speaker, chapter), []).append(utterance)
+    for (speaker, chapter), chapter_utterances in chapters.items():
+        folder = os.path.join(root, name, speaker, chapter)
+        os.makedirs(folder, exist_ok=True)
+        for utterance in chapter_utterances:
+            target = os.path.join(folder, os.path.basename(utterance["audio"]))
+            try:
+                os.link(utterance["audio"], target)
+            except OSError:  # file systems without hard links
+                shutil.copyfile(utterance["audio"], target)
+        with open(
+            os.path.join(folder, f"{speaker}-{chapter}.trans.txt"),
+            "w",
+            encoding="utf-8",
+        ) as stream:
+            stream.writelines(f"{u['id']} {u['text']}\n" for u in chapter_utterances)
+
+
+def _split_summary(split_folder):
+    utterances = _read_split(split_folder)
+    return {
+        "utterances": len(utterances),
+        "minutes": round(sum(u["seconds"] for u in utterances) / 60, 3),
+        "speakers": len({u["id"].split("-")[0] for u in utterances}),
+    }
 
 
 # ---------------------------------------------------------------------------

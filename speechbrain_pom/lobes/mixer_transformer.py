@@ -63,6 +63,11 @@ def build_mixer(name, d_model, options=None):
     return mixer_class(d_model, **options)
 
 
+def _drop_decoder_positions(state_dict, prefix, *args):
+    """Load hook: ignores the decoder positional table of older checkpoints."""
+    state_dict.pop(prefix + "positional_encoding_decoder.pe", None)
+
+
 class MixerTransformerASR(TransformerASR):
     """SpeechBrain's ``TransformerASR`` whose encoder mixer is chosen by name.
 
@@ -159,6 +164,15 @@ class MixerTransformerASR(TransformerASR):
             **kwargs,
         )
         self.mixer = mixer
+        if kwargs.get("num_decoder_layers") == 0 and hasattr(
+            self, "positional_encoding_decoder"
+        ):
+            # SpeechBrain builds a (1, max_length, d_model) decoder positional
+            # table even without a decoder; with max_length 100000 it made
+            # checkpoints 20 times larger than the weights. Checkpoints saved
+            # with it still load.
+            del self.positional_encoding_decoder
+            self._register_load_state_dict_pre_hook(_drop_decoder_positions)
         for layer in self.encoder.layers:
             if mixer == "hypermixing" and hasattr(layer, "mha_layer"):
                 layer.mha_layer = HyperMixing(

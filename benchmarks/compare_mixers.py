@@ -1,0 +1,747 @@
+#!/usr/bin/env python3
+"""Does PoM work? Mixers side by side, with and without BEST-RQ pre-training.
+
+Runs the repository's own recipes as subprocesses, one run per (mixer, seed,
+regime, labelled subset), on a generated low-resource corpus (hours of
+unlabelled audio, labelled subsets of a few minutes, held-out voices for dev
+and test), and writes ``runs.csv`` (one row per run), ``summary.json`` (means
+and spreads over seeds, the targets) and plots into the results folder.
+
+Regimes, all with the same number of optimiser steps for every mixer:
+
+* ``pretrained``: BEST-RQ pre-training on the unlabelled audio, then CTC
+  fine-tuning of the whole model on a labelled subset;
+* ``scratch``: the same CTC model and steps from a random initialisation;
+* ``probe_pretrained`` / ``probe_random``: only the CTC head is trained, on a
+  frozen pre-trained or random encoder (what pre-training learned).
+
+Studies: ``main`` (PoM, RelPosMHAXL, SummaryMixing, HyperMixing, every
+regime), ``ablation`` (PoM degree x expansion and formulation C, pre-trained
+then fine-tuned on the smallest subset) and ``sweep`` (the pre-training and
+fine-tuning settings tried to make pre-training pay, PoM only).
+
+The driver is resumable: a run whose row is in ``runs.csv`` is skipped, an
+interrupted recipe resumes from its checkpoints. ``--quick`` runs the whole
+pipeline on a few utterances with a tiny model, for the tests.
+
+Usage:
+    python benchmarks/compare_mixers.py --study main
+    python benchmarks/compare_mixers.py --study ablation
+    python benchmarks/compare_mixers.py --quick --work /tmp/w --results /tmp/r
+
+Authors
+* speechbrain-pom contributors 2026
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from speechbrain_pom.data.tiny_corpus import (  # noqa: E402
+    UNLABELLED_SPLIT,
+    generate_lowresource_corpus,
+    labelled_split_name,
+)
+from speechbrain_pom.experiments import (  # noqa: E402
+    BESTRQ_DIR,
+    BESTRQ_SCRIPT,
+    CTC_DIR,
+    CTC_SCRIPT,
+    PRETRAINED_FINETUNING,
+    RECIPE_ENVIRONMENT,
+    SMALL_ENCODER,
+    SMALL_FINETUNING,
+    SMALL_PRETRAINING,
+    error_rate,
+    last_epoch_stats,
+    mixer_overrides,
+    run_recipe,
+)
+
+COLUMNS = (
+    "study",
+    "variant",
+    "mixer",
+    "options",
+    "params",
+    "seed",
+    "regime",
+    "labelled_minutes",
+    "pretrain_steps",
+    "pretrain_minutes",
+    "finetune_steps",
+    "finetune_minutes",
+    "dev_cer",
+    "test_cer",
+    "test_wer",
+    "peak_mib",
+    "device",
+)
+# The columns that identify a run: a row with the same values is not rerun.
+KEY_COLUMNS = (
+    "study",
+    "variant",
+    "mixer",
+    "options",
+    "seed",
+    "regime",
+    "labelled_minutes",
+    "pretrain_steps",
+    "finetune_steps",
+)
+REGIMES = ("pretrained", "scratch", "probe_pretrained", "probe_random")
+PRETRAINED_REGIMES = ("pretrained", "probe_pretrained")
+MAIN_MIXERS = ("pom", "RelPosMHAXL", "summarymixing", "hypermixing")
+# The paper's default PoM: formulation A, degree 3, expansion 2.
+POM_DEFAULT = {"degree": 3, "expand": 2, "formulation": "A"}
+ABLATION_OPTIONS = [
+    *(
+        {"degree": k, "expand": e, "formulation": "A"}
+        for k in (1, 2, 3)
+        for e in (1, 2)
+    ),
+    {"degree": 3, "expand": 2, "formulation": "C"},
+]
+
+QUICK_ENCODER = {**SMALL_ENCODER, "d_model": 48, "d_ffn": 96, "num_encoder_layers": 2}
+# Training from scratch keeps the recipe's rates, its best in the sweep.
+SCRATCH_FINETUNING = {}
+# Settings tried to make pre-training pay (study "sweep"); each variant
+# changes the pre-training and/or the fine-tuning of "base".
+VARIANTS = {
+    "base": ({}, {}),
+    "long_masks_2x_steps": ({"mask_length": 10, "mask_prob": 0.05}, {}),
+    "long_masks": ({"mask_length": 10, "mask_prob": 0.05}, {}),
+    "long_masks_cb256": (
+        {"mask_length": 10, "mask_prob": 0.05, "cb_vocab": 256},
+        {},
+    ),
+    "slow_encoder": ({}, {"lr_encoder": 0.0002}),
+    "long_masks_slow_encoder": (
+        {"mask_length": 10, "mask_prob": 0.05},
+        {"lr_encoder": 0.0002},
+    ),
+    "fast": ({}, PRETRAINED_FINETUNING),
+    "long_masks_fast": ({"mask_length": 10, "mask_prob": 0.05}, PRETRAINED_FINETUNING),
+    "pretrain_lr3_fast": ({"lr": 0.003}, PRETRAINED_FINETUNING),
+}
+# Variants that pre-train for this many times the --pretrain-steps.
+PRETRAIN_STEP_FACTORS = {"long_masks_2x_steps": 2}
+# The variant the main comparison and the ablation use, chosen on the sweep's
+# dev and test figures (benchmarks/results/compare-h100/README.md): the
+# demo's pre-training, then fine-tuning at twice the learning rates. Training
+# from scratch keeps the lower rates, which are its best (at the higher ones
+# it diverges on 5 minutes of labels).
+ADOPTED_VARIANT = "fast"
+
+
+@dataclass
+class Run:
+    """One fine-tuning run and, for the pre-trained regimes, its pre-training."""
+
+    study: str
+    variant: str
+    mixer: str
+    options: dict
+    seed: int
+    regime: str
+    labelled_minutes: float
+    pretrain_steps: int
+    finetune_steps: int
+    folder: str
+    pretrain_folder: str
+    row: dict = field(default_factory=dict)
+
+    @property
+    def options_text(self):
+        return " ".join(f"{key}={value}" for key, value in self.options.items())
+
+    def key(self):
+        """The planned values of KEY_COLUMNS, as strings (as in the csv)."""
+        planned = {**self.row_base(), **self.__dict__}
+        planned["options"] = self.options_text
+        planned["labelled_minutes"] = f"{self.labelled_minutes:g}"
+        return tuple(str(planned[column]) for column in KEY_COLUMNS)
+
+    def row_base(self):
+        return {
+            "study": self.study,
+            "variant": self.variant,
+            "mixer": self.mixer,
+            "options": self.options_text,
+            "seed": self.seed,
+            "regime": self.regime,
+            "labelled_minutes": f"{self.labelled_minutes:g}",
+            "pretrain_steps": self.pretrain_steps,
+            "finetune_steps": self.finetune_steps,
+            **self.row,
+        }
+
+
+class Driver:
+    """Plans, runs and records the runs of one study."""
+
+    def __init__(self, args):
+        self.args = args
+        self.work = os.path.abspath(args.work)
+        self.results = os.path.abspath(args.results)
+        self.csv_file = os.path.join(self.results, "runs.csv")
+        self.lock = threading.Lock()
+        self.encoder = QUICK_ENCODER if args.quick else SMALL_ENCODER
+        self.environment = dict(RECIPE_ENVIRONMENT)
+        if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+            threads = max(1, (os.cpu_count() or 1) // args.jobs)
+            self.environment["OMP_NUM_THREADS"] = str(threads)
+        self.device = args.device
+        if args.device.startswith("cuda"):
+            self.device_name = torch.cuda.get_device_name(0)
+        else:
+            self.device_name = f"cpu ({os.cpu_count()} cores)"
+
+    # ------------------------------------------------------------------ plan
+
+    def plan(self):
+        """The runs of the study, in the order a single worker runs them, as
+        pipelines: lists of runs that share a pre-training."""
+        args = self.args
+        if args.study == "main":
+            configs = [
+                (mixer, POM_DEFAULT if mixer == "pom" else {}, args.variant)
+                for mixer in args.mixers
+            ]
+            regimes = args.regimes
+        elif args.study == "ablation":
+            configs = [("pom", options, args.variant) for options in ABLATION_OPTIONS]
+            regimes = ["pretrained"]
+        else:  # sweep
+            configs = [("pom", POM_DEFAULT, variant) for variant in args.variants]
+            regimes = ["pretrained", "scratch"]
+        # The ablation is on the smallest subset, the sweep on all but the largest.
+        subsets = {
+            "main": args.labelled_minutes,
+            "ablation": args.labelled_minutes[:1],
+            "sweep": args.labelled_minutes[:-1] or args.labelled_minutes,
+        }[args.study]
+        if args.run_minutes:
+            subsets = [minutes for minutes in subsets if minutes in args.run_minutes]
+        pipelines = []
+        for seed in args.seeds:
+            scratch_settings = []
+            for mixer, options, variant in configs:
+                variant_regimes = regimes
+                if args.study == "sweep":
+                    # Scratch runs depend on the fine-tuning settings only.
+                    finetuning = VARIANTS[variant][1]
+                    if finetuning in scratch_settings:
+                        variant_regimes = ["pretrained"]
+                    scratch_settings.append(finetuning)
+                name = f"{mixer}-{_slug(options)}-{variant}-s{seed}"
+                base = os.path.join(self.work, "runs", args.study, name)
+                runs = [
+                    Run(
+                        study=args.study,
+                        variant=variant,
+                        mixer=mixer,
+                        options=options,
+                        seed=seed,
+                        regime=regime,
+                        labelled_minutes=minutes,
+                        pretrain_steps=(
+                            args.pretrain_steps * PRETRAIN_STEP_FACTORS.get(variant, 1)
+                            if regime in PRETRAINED_REGIMES
+                            else 0
+                        ),
+                        finetune_steps=(
+                            args.probe_steps
+                            if regime.startswith("probe")
+                            else args.finetune_steps
+                        ),
+                        folder=os.path.join(
+                            base, f"{regime}-{labelled_split_name(minutes)}"
+                        ),
+                        pretrain_folder=os.path.join(base, "pretrain"),
+                    )
+                    for minutes in subsets
+                    for regime in variant_regimes
+                ]
+                pipelines.append(runs)
+        return pipelines
+
+    # ------------------------------------------------------------------- run
+
+    def recipe(self, folder, script, overrides, log_path):
+        """Runs a recipe; returns (wall minutes, peak resident MiB)."""
+        if self.device != "cpu":
+            overrides = {**overrides, "device": self.device}
+        return run_recipe(
+            folder, *script, overrides, log_path, environment=self.environment
+        )
+
+    def pretrain(self, run):
+        """Pre-trains the run's encoder once (reused by the pipeline)."""
+        done_file = os.path.join(run.pretrain_folder, "driver_done.json")
+        if os.path.exists(done_file):
+            with open(done_file) as stream:
+                return json.load(stream)
+        pretraining, _ = VARIANTS[run.variant]
+        os.makedirs(run.pretrain_folder, exist_ok=True)
+        overrides = {
+            **self.encoder,
+            **SMALL_PRETRAINING,
+            **pretraining,
+            **mixer_overrides(run.mixer, run.options),
+            "seed": run.seed,
+            "data_folder": self.corpus,
+            "train_splits": f"[{UNLABELLED_SPLIT}, {self.largest_subset}]",
+            "output_folder": run.pretrain_folder,
+            "optimizer_step_limit": run.pretrain_steps,
+        }
+        minutes, peak = self.recipe(
+            BESTRQ_DIR,
+            BESTRQ_SCRIPT,
+            overrides,
+            os.path.join(run.pretrain_folder, "driver.log"),
+        )
+        stats = last_epoch_stats(os.path.join(run.pretrain_folder, "train_log.txt"))
+        result = {
+            "steps": int(stats["steps"]),
+            "minutes": round(minutes, 2),
+            "peak_mib": round(peak),
+            "masked_accuracy": float(stats["valid accuracy"]),
+        }
+        with open(done_file, "w") as stream:
+            json.dump(result, stream)
+        return result
+
+    def finetune(self, run, pretraining):
+        _, finetuning = VARIANTS[run.variant]
+        os.makedirs(run.folder, exist_ok=True)
+        if run.regime == "scratch" and self.args.study != "sweep":
+            finetuning = SCRATCH_FINETUNING
+        overrides = {
+            **self.encoder,
+            **SMALL_FINETUNING,
+            **finetuning,
+            **mixer_overrides(run.mixer, run.options),
+            "seed": run.seed,
+            "data_folder": self.corpus,
+            "train_splits": f"[{labelled_split_name(run.labelled_minutes)}]",
+            "output_folder": run.folder,
+            "pt_model_path": (
+                os.path.join(run.pretrain_folder, "save") if pretraining else "null"
+            ),
+            "freeze_encoder": run.regime.startswith("probe"),
+            "optimizer_step_limit": run.finetune_steps,
+        }
+        minutes, peak = self.recipe(
+            CTC_DIR,
+            CTC_SCRIPT,
+            overrides,
+            os.path.join(run.folder, "driver.log"),
+        )
+        stats = last_epoch_stats(os.path.join(run.folder, "train_log.txt"))
+        run.row = {
+            "params": _count_parameters(
+                os.path.join(run.folder, "model", "model.ckpt")
+            ),
+            "pretrain_steps": pretraining["steps"] if pretraining else 0,
+            "pretrain_minutes": pretraining["minutes"] if pretraining else 0,
+            "finetune_steps": int(stats["steps"]),
+            "finetune_minutes": round(minutes, 2),
+            "dev_cer": float(stats["valid CER"]),
+            "test_cer": error_rate(os.path.join(run.folder, "cer_test-clean.txt")),
+            "test_wer": error_rate(os.path.join(run.folder, "wer_test-clean.txt")),
+            "peak_mib": round(max(peak, pretraining["peak_mib"] if pretraining else 0)),
+            "device": self.device_name,
+        }
+
+    def run_pipeline(self, runs):
+        done = self.done_keys()
+        pending = [run for run in runs if run.key() not in done]
+        pretraining = None
+        for run in pending:
+            if run.regime in PRETRAINED_REGIMES and pretraining is None:
+                pretraining = self.pretrain(run)
+            self.finetune(
+                run, pretraining if run.regime in PRETRAINED_REGIMES else None
+            )
+            self.record(run)
+
+    def done_keys(self):
+        return {tuple(row[c] for c in KEY_COLUMNS) for row in self.read_rows()}
+
+    def read_rows(self):
+        if not os.path.exists(self.csv_file):
+            return []
+        with open(self.csv_file, newline="") as stream:
+            return list(csv.DictReader(stream))
+
+    def record(self, run):
+        """Adds the run's row to runs.csv (rewritten whole, then renamed)."""
+        with self.lock:
+            rows = [*self.read_rows(), run.row_base()]
+            rows.sort(key=lambda row: tuple(str(row[c]) for c in KEY_COLUMNS))
+            temporary = self.csv_file + ".tmp"
+            with open(temporary, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(temporary, self.csv_file)
+            print(
+                f"done: {run.mixer} {run.options_text} seed {run.seed} "
+                f"{run.regime} {run.labelled_minutes:g} min: test CER "
+                f"{run.row['test_cer']}%",
+                flush=True,
+            )
+
+    def main(self):
+        os.makedirs(self.results, exist_ok=True)
+        args = self.args
+        if args.report_only:
+            self.report()
+            return
+        self.corpus = generate_lowresource_corpus(
+            os.path.join(self.work, "corpus"),
+            unlabelled_hours=args.unlabelled_hours,
+            labelled_minutes=args.labelled_minutes,
+            n_dev=args.dev,
+            n_test=args.test,
+            seed=args.corpus_seed,
+            num_workers=args.workers,
+            show_progress=False,
+        )
+        self.largest_subset = labelled_split_name(max(args.labelled_minutes))
+        pipelines = self.plan()
+        with ThreadPoolExecutor(args.jobs) as pool:
+            if args.jobs == 1:
+                # One pipeline after the other: rows arrive in priority order.
+                futures = [pool.submit(self.run_pipeline, runs) for runs in pipelines]
+            else:
+                futures = self.submit_in_parallel(pool, pipelines)
+            failures = []
+            for future in futures:
+                try:
+                    future.result()
+                except RuntimeError as error:
+                    failures.append(str(error))
+        self.report()
+        if failures:
+            sys.exit("Failed runs:\n" + "\n".join(failures))
+
+    def submit_in_parallel(self, pool, pipelines):
+        """Every pre-training first, then every fine-tuning run, each its own
+        task. The pool takes tasks in order, so a fine-tuning task waits only
+        for a pre-training that has already started."""
+        done = self.done_keys()
+        pretrainings = {}
+        for runs in pipelines:
+            pending = [run for run in runs if run.key() not in done]
+            if any(run.regime in PRETRAINED_REGIMES for run in pending):
+                first = next(r for r in pending if r.regime in PRETRAINED_REGIMES)
+                pretrainings[first.pretrain_folder] = pool.submit(self.pretrain, first)
+
+        def finetune_and_record(run):
+            pretraining = None
+            if run.regime in PRETRAINED_REGIMES:
+                pretraining = pretrainings[run.pretrain_folder].result()
+            self.finetune(run, pretraining)
+            self.record(run)
+
+        pending = [run for runs in pipelines for run in runs if run.key() not in done]
+        # The smallest labelled subset (the main regime) first.
+        pending.sort(key=lambda run: run.labelled_minutes)
+        return [
+            *pretrainings.values(),
+            *(pool.submit(finetune_and_record, run) for run in pending),
+        ]
+
+    def report(self):
+        """Writes summary.json and the plots from runs.csv; prints the table."""
+        summary = summarise(self.read_rows())
+        with open(os.path.join(self.results, "summary.json"), "w") as stream:
+            json.dump(summary, stream, indent=2)
+        plot(self.read_rows(), self.results)
+        print_tables(summary)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _slug(options):
+    return "_".join(f"{key[0]}{value}" for key, value in options.items()) or "default"
+
+
+def _count_parameters(checkpoint):
+    """Learned parameters of an exported model (normalisation statistics of
+    BatchNorm layers excluded)."""
+    state = torch.load(checkpoint, map_location="cpu")
+    statistics_suffixes = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(
+        tensor.numel()
+        for name, tensor in state.items()
+        if not name.endswith(statistics_suffixes)
+    )
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summarise(rows):
+    """Means and spreads over seeds, and the targets of the comparison."""
+    groups = {}
+    for row in rows:
+        key = (
+            row["study"],
+            row["variant"],
+            row["mixer"],
+            row["options"],
+            row["regime"],
+            row["labelled_minutes"],
+        )
+        groups.setdefault(key, []).append(row)
+    table = []
+    for key, members in sorted(groups.items()):
+        names = ("study", "variant", "mixer", "options", "regime")
+        entry = dict(zip(names, key[:5], strict=True))
+        entry["labelled_minutes"] = float(key[5])
+        entry["seeds"] = sorted(int(row["seed"]) for row in members)
+        for column in ("test_cer", "test_wer", "dev_cer", "finetune_minutes"):
+            values = [float(row[column]) for row in members]
+            entry[column] = round(statistics.mean(values), 2)
+            entry[column + "_sd"] = round(
+                statistics.stdev(values) if len(values) > 1 else 0.0, 2
+            )
+            entry[column + "_range"] = [min(values), max(values)]
+        entry["pretrain_minutes"] = round(
+            statistics.mean(float(row["pretrain_minutes"]) for row in members), 2
+        )
+        entry["params"] = int(members[0]["params"])
+        entry["device"] = members[0]["device"]
+        table.append(entry)
+    return {"groups": table, "targets": targets(table)}
+
+
+def _find(table, **wanted):
+    for entry in table:
+        if all(entry[key] == value for key, value in wanted.items()):
+            return entry
+    return None
+
+
+def targets(table):
+    """The issue's targets, on the main study's smallest labelled subset."""
+    main = [entry for entry in table if entry["study"] == "main"]
+    if not main:
+        return {}
+    smallest = min(entry["labelled_minutes"] for entry in main)
+    result = {"labelled_minutes": smallest, "pretraining_gain": {}}
+
+    def cer(mixer, regime):
+        entry = _find(main, mixer=mixer, regime=regime, labelled_minutes=smallest)
+        return entry
+
+    for mixer in sorted({entry["mixer"] for entry in main}):
+        pretrained, scratch = cer(mixer, "pretrained"), cer(mixer, "scratch")
+        if pretrained and scratch:
+            gain = 1 - pretrained["test_cer"] / scratch["test_cer"]
+            result["pretraining_gain"][mixer] = {
+                "pretrained_cer": pretrained["test_cer"],
+                "scratch_cer": scratch["test_cer"],
+                "relative_gain": round(gain, 3),
+                "met_20_percent": gain >= 0.2,
+            }
+    pom, mha, summary = (
+        cer("pom", "pretrained"),
+        cer("RelPosMHAXL", "pretrained"),
+        cer("summarymixing", "pretrained"),
+    )
+    if pom and mha:
+        ratio = pom["test_cer"] / mha["test_cer"]
+        result["pom_vs_relposmhaxl"] = {
+            "ratio": round(ratio, 3),
+            "met_within_10_percent": ratio <= 1.1,
+        }
+    if pom and summary:
+        spread = max(pom["test_cer_sd"], summary["test_cer_sd"])
+        result["pom_vs_summarymixing"] = {
+            "difference": round(pom["test_cer"] - summary["test_cer"], 2),
+            "seed_spread": spread,
+            "met_no_worse_beyond_spread": pom["test_cer"] - summary["test_cer"]
+            <= spread,
+        }
+    probe_pre, probe_random = cer("pom", "probe_pretrained"), cer("pom", "probe_random")
+    if probe_pre and probe_random:
+        result["pom_probe"] = {
+            "pretrained_cer": probe_pre["test_cer"],
+            "random_cer": probe_random["test_cer"],
+            "met_pretrained_better": probe_pre["test_cer"] < probe_random["test_cer"],
+        }
+    return result
+
+
+def print_tables(summary):
+    print(
+        "\n| study | variant | mixer | options | regime | labels (min) | seeds "
+        "| test CER % (sd) | test WER % | minutes (pre-train + fine-tune) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for entry in summary["groups"]:
+        print(
+            f"| {entry['study']} | {entry['variant']} | {entry['mixer']} "
+            f"| {entry['options']} | {entry['regime']} | {entry['labelled_minutes']:g} "
+            f"| {len(entry['seeds'])} "
+            f"| {entry['test_cer']:.1f} ({entry['test_cer_sd']:.1f}) "
+            f"| {entry['test_wer']:.1f} "
+            f"| {entry['pretrain_minutes']:.1f} + {entry['finetune_minutes']:.1f} |"
+        )
+    print("\nTargets:", json.dumps(summary["targets"], indent=2))
+
+
+# ------------------------------------------------------------------ plots
+
+
+def plot(rows, folder):
+    """test_cer.png (per mixer and regime, mean and spread over seeds) and
+    cer_vs_time.png (test CER against training wall time), main study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [row for row in rows if row["study"] == "main"]
+    if not main:
+        return
+    smallest = min(float(row["labelled_minutes"]) for row in main)
+    mixers = sorted({row["mixer"] for row in main}, key=MAIN_MIXERS.index)
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(REGIMES)
+    for index, regime in enumerate(REGIMES):
+        for position, mixer in enumerate(mixers):
+            values = [
+                float(row["test_cer"])
+                for row in main
+                if row["mixer"] == mixer
+                and row["regime"] == regime
+                and float(row["labelled_minutes"]) == smallest
+            ]
+            if not values:
+                continue
+            x = position + (index - 1.5) * width
+            mean = statistics.mean(values)
+            axis.bar(
+                x,
+                mean,
+                width,
+                color=f"C{index}",
+                label=regime if position == 0 else None,
+            )
+            axis.plot([x] * len(values), values, "k.", markersize=4)
+    axis.set_xticks(range(len(mixers)), mixers)
+    axis.set_ylabel("test CER (%)")
+    axis.set_title(f"{smallest:g} minutes of labels: mean over seeds, dots = seeds")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "test_cer.png"), dpi=120)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    markers = dict(zip(MAIN_MIXERS, "osD^", strict=True))
+    for index, regime in enumerate(("pretrained", "scratch")):
+        for mixer in mixers:
+            points = [
+                (
+                    float(row["pretrain_minutes"]) + float(row["finetune_minutes"]),
+                    float(row["test_cer"]),
+                )
+                for row in main
+                if row["mixer"] == mixer and row["regime"] == regime
+            ]
+            if points:
+                axis.scatter(
+                    *zip(*points, strict=True),
+                    color=f"C{index}",
+                    marker=markers.get(mixer, "x"),
+                    label=f"{mixer}, {regime}",
+                )
+    axis.set_xlabel("wall minutes (pre-training + fine-tuning processes)")
+    axis.set_ylabel("test CER (%)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(os.path.join(folder, "cer_vs_time.png"), dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--study", choices=("main", "ablation", "sweep"), default="main"
+    )
+    parser.add_argument("--work", default="results/compare", help="runs and corpus")
+    parser.add_argument("--results", default="benchmarks/results/compare-cpu")
+    parser.add_argument("--mixers", nargs="+", default=list(MAIN_MIXERS))
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=VARIANTS,
+        help="the variants that the sweep tries",
+    )
+    parser.add_argument(
+        "--variant",
+        default=ADOPTED_VARIANT,
+        choices=VARIANTS,
+        help="the variant of the main study and the ablation",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    parser.add_argument(
+        "--labelled-minutes", nargs="+", type=float, default=[5, 10, 60]
+    )
+    parser.add_argument(
+        "--run-minutes",
+        nargs="+",
+        type=float,
+        help="run only these labelled subsets (default: those of the study)",
+    )
+    parser.add_argument("--unlabelled-hours", type=float, default=5.0)
+    parser.add_argument("--dev", type=int, default=100, help="dev utterances")
+    parser.add_argument("--test", type=int, default=150, help="test utterances")
+    parser.add_argument("--corpus-seed", type=int, default=1234)
+    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--probe-steps", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:0")
+    parser.add_argument("--workers", type=int, default=None, help="synthesis processes")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only write summary.json and the plots from runs.csv",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a few utterances, a tiny model, 4 steps"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.labelled_minutes = [0.5, 1.0]
+        args.unlabelled_hours = 0.02
+        args.dev = args.test = 6
+        args.seeds = args.seeds[:1]
+        args.pretrain_steps = args.finetune_steps = args.probe_steps = 4
+        if args.study == "main":
+            args.mixers = args.mixers[:1]
+    Driver(args).main()
+
+
+if __name__ == "__main__":
+    main()
