@@ -11,7 +11,11 @@ Authors
 import os
 
 import torch
-from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.logger import get_logger
+
+from speechbrain_pom.checkpoints import SafeCheckpointer
+
+logger = get_logger(__name__)
 
 # Order of the modules in the ModuleList saved as ``model.ckpt`` by the
 # BEST-RQ recipe: [CNN, wrapper, Quantizer, linear].
@@ -25,20 +29,20 @@ class PretrainedMismatchError(RuntimeError):
     """The pre-trained checkpoint cannot be loaded into the model."""
 
 
-def find_checkpoint_folder(pt_model_path):
-    """Resolves a BEST-RQ checkpoint folder.
+def candidate_checkpoint_folders(pt_model_path):
+    """The BEST-RQ checkpoint folders to load from, best first.
 
     Arguments
     ---------
     pt_model_path : str
         Either one ``CKPT+*`` folder (holding ``model.ckpt``) or the save
-        folder of a pre-training experiment, in which case its checkpoint of
-        lowest validation loss (else its newest one) is used.
+        folder of a pre-training experiment, whose checkpoints are ranked by
+        validation loss (lowest first), then those without one, newest first.
 
     Returns
     -------
-    str
-        The checkpoint folder.
+    list of str
+        The checkpoint folders.
 
     Raises
     ------
@@ -50,18 +54,30 @@ def find_checkpoint_folder(pt_model_path):
             f"pt_model_path {pt_model_path!r} is not a folder: give the save "
             "folder of a BEST-RQ experiment or one of its CKPT+ folders."
         )
-    if os.path.isfile(os.path.join(pt_model_path, MODEL_FILE)):
-        return pt_model_path
-    checkpointer = Checkpointer(pt_model_path)
-    checkpoint = checkpointer.find_checkpoint(min_key="loss")
-    if checkpoint is None:
-        checkpoint = checkpointer.find_checkpoint()
-    if checkpoint is None:
+    if os.path.isfile(os.path.join(pt_model_path, MODEL_FILE)) or os.path.isfile(
+        os.path.join(pt_model_path, "CKPT.yaml")
+    ):
+        return [pt_model_path]
+    checkpointer = SafeCheckpointer(pt_model_path)
+    ranked = checkpointer.find_checkpoints(min_key="loss")
+    ranked += [c for c in checkpointer.find_checkpoints() if c not in ranked]
+    if not ranked:
         raise FileNotFoundError(
             f"No BEST-RQ checkpoint in {pt_model_path!r}: expected {MODEL_FILE} "
             "or CKPT+ folders holding it."
         )
-    return str(checkpoint.path)
+    return [str(checkpoint.path) for checkpoint in ranked]
+
+
+def _read_checkpoint(folder):
+    """The encoder weights and input statistics of a checkpoint folder."""
+    state = torch.load(
+        os.path.join(folder, MODEL_FILE), map_location="cpu", weights_only=True
+    )
+    statistics = torch.load(
+        os.path.join(folder, NORMALIZE_FILE), map_location="cpu", weights_only=True
+    )
+    return state, statistics
 
 
 def _expected_state(cnn, wrapper):
@@ -113,7 +129,8 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
     ---------
     pt_model_path : str
         A BEST-RQ save folder or one of its ``CKPT+*`` folders (see
-        ``find_checkpoint_folder``).
+        ``candidate_checkpoint_folders``); a checkpoint that cannot be read
+        is skipped with a warning for the next best one.
     cnn : torch.nn.Module
         The convolutional front-end.
     wrapper : torch.nn.Module
@@ -129,13 +146,24 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
     Raises
     ------
     FileNotFoundError
-        If there is no checkpoint at ``pt_model_path``.
+        If there is no readable checkpoint at ``pt_model_path``.
     PretrainedMismatchError
         If the checkpoint's keys or shapes differ from the model's.
     """
-    folder = find_checkpoint_folder(pt_model_path)
+    folders = candidate_checkpoint_folders(pt_model_path)
+    for folder in folders:
+        try:
+            state, statistics = _read_checkpoint(folder)
+            break
+        except Exception as error:  # a damaged file fails in many ways
+            # A checkpoint broken by a crash: the next best one will do.
+            logger.warning(f"Skipping checkpoint {folder}: it cannot be read ({error})")
+    else:
+        raise FileNotFoundError(
+            f"No readable BEST-RQ checkpoint in {pt_model_path!r} (tried "
+            f"{len(folders)}; see the warnings above)."
+        )
     checkpoint_file = os.path.join(folder, MODEL_FILE)
-    state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
     found = {
         key: value
         for key, value in state.items()
@@ -153,8 +181,5 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
                 if key.startswith(prefix)
             }
         )
-    normalize_file = os.path.join(folder, NORMALIZE_FILE)
-    if not os.path.isfile(normalize_file):
-        raise FileNotFoundError(f"Missing input normalisation {normalize_file}.")
-    normalize._load(normalize_file)
+    normalize._load_statistics_dict(statistics)
     return folder

@@ -4,8 +4,10 @@ import difflib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -92,6 +94,56 @@ def test_resumes_from_checkpoint(pretrained, tiny_librispeech, tmp_path):
     epochs = [epoch for epoch, _ in logged_epochs(resumed)]
     # Epochs 1-6 come from the first run; only epoch 7 is trained again.
     assert epochs == [1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "meta_only"])
+def test_resumes_from_previous_checkpoint_when_newest_is_broken(
+    pretrained, tiny_librispeech, tmp_path, damage
+):
+    output, _ = pretrained
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output, resumed)
+    previous, newest = checkpoints(resumed)[-2:]
+    model_file = resumed / "save" / newest / "model.ckpt"
+    if damage == "truncated":
+        model_file.write_bytes(model_file.read_bytes()[:1000])
+    else:  # what SpeechBrain's own Checkpointer leaves when killed mid-save
+        for name in os.listdir(resumed / "save" / newest):
+            if name != "CKPT.yaml":
+                os.remove(resumed / "save" / newest / name)
+    result = run_recipe(tiny_librispeech, resumed, "--number_of_epochs", "7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stderr + result.stdout
+    assert f"Skipping checkpoint {resumed / 'save' / newest}" in log
+    assert f"Loading a checkpoint from {resumed / 'save' / previous}" in log
+    # Training goes on from the epoch of the previous checkpoint.
+    done = int((resumed / "save" / previous / "counter.ckpt").read_text())
+    assert [epoch for epoch, _ in logged_epochs(resumed)][6:] == list(
+        range(done + 1, 8)
+    )
+
+
+def test_sigkill_mid_training_then_same_command_resumes(tiny_librispeech, tmp_path):
+    command = [sys.executable, "train.py", "hparams/bestrq_pom.yaml"]
+    command += ["--data_folder", str(tiny_librispeech), "--output_folder"]
+    command += [str(tmp_path), *TINY_MODEL, "--number_of_epochs", "6"]
+    process = subprocess.Popen(
+        command, cwd=RECIPE_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    save = tmp_path / "save"
+    # Killed as soon as the first checkpoint is there: often while it saves
+    # the second one.
+    deadline = time.time() + 600
+    while not (save.is_dir() and checkpoints(tmp_path)) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoints(tmp_path), "no checkpoint before the kill"
+
+    result = run_recipe(tiny_librispeech, tmp_path, "--number_of_epochs", "6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loading a checkpoint" in result.stderr + result.stdout
+    assert [epoch for epoch, _ in logged_epochs(tmp_path)][-1] == 6
 
 
 def test_two_process_ddp_on_cpu(tiny_librispeech, tmp_path):

@@ -211,6 +211,11 @@ def test_pom_encoder_matches_manual_computation():
 # ------------------------------------------------ SpeechBrain's own mixers
 
 
+DECODER_POSITIONS = "positional_encoding_decoder.pe"
+# Sinusoidal position tables of SpeechBrain's PositionalEncoding modules.
+SINUSOID_TABLES = ("positional_encoding.pe", DECODER_POSITIONS)
+
+
 def state_shapes(module):
     return [(name, tuple(value.shape)) for name, value in module.state_dict().items()]
 
@@ -220,8 +225,15 @@ def test_attention_baselines_are_speechbrains_model(mixer):
     ours = build(mixer)
     torch.manual_seed(0)
     reference = TransformerASR(attention_type=mixer, **SETTINGS).eval()
-    assert state_shapes(ours) == state_shapes(reference)
-    # Same initialisation order too: identical weights give identical outputs.
+    # All but the sinusoidal position tables, which are not saved (see
+    # test_checkpoint_holds_only_what_the_model_uses).
+    assert state_shapes(ours) == [
+        (name, shape)
+        for name, shape in state_shapes(reference)
+        if not name.endswith(SINUSOID_TABLES)
+    ]
+    # Same initialisation order too: identical weights give identical outputs;
+    # SpeechBrain's state_dict, decoder table included, loads strictly.
     ours.load_state_dict(reference.state_dict())
     x = torch.randn(2, 25, INPUT_SIZE)
     wav_lens = torch.tensor([1.0, 0.6])
@@ -234,10 +246,13 @@ def test_attention_baselines_are_speechbrains_model(mixer):
 def test_hypermixing_names_match_speechbrain_and_long_inputs_work():
     ours = build("hypermixing")
     reference = TransformerASR(attention_type="hypermixing", **SETTINGS)
-    assert list(ours.state_dict()) == list(reference.state_dict())
+    assert list(ours.state_dict()) == [
+        name for name in reference.state_dict() if not name.endswith(SINUSOID_TABLES)
+    ]
     assert [(n, p.shape) for n, p in ours.named_parameters()] == [
         (n, p.shape) for n, p in reference.named_parameters()
     ]
+    ours.load_state_dict(reference.state_dict())
 
     tiny = {**SETTINGS, "d_model": 16, "nhead": 2, "d_ffn": 32}
     tiny["num_encoder_layers"] = 1
@@ -301,3 +316,25 @@ def test_options_keyed_by_mixer_let_the_mixer_name_alone_switch():
 def test_options_not_keyed_by_mixer_name_are_an_error():
     with pytest.raises(ValueError, match="keyed by mixer name.*'degree'"):
         build("pom", mixer_options={"degree": 2})
+
+
+@pytest.mark.parametrize("mixer", ["pom", "RelPosMHAXL", "hypermixing"])
+def test_checkpoint_holds_only_what_the_model_uses(mixer):
+    # The recipes' max_length: SpeechBrain would add a (1, 100000, d_model)
+    # decoder positional table to a model that has no decoder.
+    # decoder positional table to a model that has no decoder, and HyperMixing
+    # one table per layer.
+    model = build(mixer, max_length=100000, positional_encoding=None)
+    reference = TransformerASR(
+        attention_type=mixer if mixer != "pom" else "RoPEMHA",
+        **{**SETTINGS, "max_length": 100000, "positional_encoding": None},
+    )
+    state = model.state_dict()
+    parameters = sum(p.numel() for p in model.parameters())
+    assert sum(value.numel() for value in state.values()) < 1.01 * parameters
+    old_state = reference.state_dict()
+    assert sum(value.numel() for value in old_state.values()) > 2 * parameters
+    # Checkpoints written before, with the tables, still load strictly.
+    if mixer != "pom":
+        model.load_state_dict(old_state)
+    model.load_state_dict({**state, DECODER_POSITIONS: torch.zeros(1, 100000, 64)})

@@ -23,6 +23,9 @@ processes and ``--commonvoice`` also writes ``<out>/CommonVoice/en``)::
     python -m speechbrain_pom.data.tiny_corpus --out DIR \\
         --train 1500 --dev 100 --test 150 --seed 1234
 
+``--unlabelled-hours H`` writes the low-resource layout of
+``generate_lowresource_corpus`` instead (``--labelled-minutes 5 10 60``).
+
 Authors
  * speechbrain-pom contributors
 """
@@ -1174,11 +1177,31 @@ def main(argv=None):
         action="store_true",
         help="also write a CommonVoice layout in <out>/CommonVoice/en",
     )
+    parser.add_argument(
+        "--unlabelled-hours",
+        type=float,
+        help="write the low-resource layout instead: this many hours of "
+        "train-unlabelled, labelled subsets (--labelled-minutes), dev and test",
+    )
+    parser.add_argument(
+        "--labelled-minutes", type=float, nargs="+", default=[5, 10, 60]
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = generate_corpus(
-        args.out, args.train, args.dev, args.test, args.seed, args.workers
-    )
+    if args.unlabelled_hours:
+        root = generate_lowresource_corpus(
+            args.out,
+            args.unlabelled_hours,
+            args.labelled_minutes,
+            args.dev,
+            args.test,
+            args.seed,
+            args.workers,
+        )
+    else:
+        root = generate_corpus(
+            args.out, args.train, args.dev, args.test, args.seed, args.workers
+        )
     print(f"LibriSpeech layout: {root}")
     if args.commonvoice:
         folder = make_commonvoice_layout(
