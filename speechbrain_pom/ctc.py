@@ -359,8 +359,12 @@ def write_inference_folder(hparams, tokenizer, encoder_hparams_file):
     str
         The inference folder.
     """
-    folder = hparams["inference_folder"]
-    os.makedirs(folder, exist_ok=True)
+    final_folder = os.path.abspath(hparams["inference_folder"])
+    # Written beside the final folder, then swapped in: a crash never leaves
+    # a folder that mixes the files of two exports.
+    folder = final_folder + ".incomplete"
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
     shutil.copyfile(
         encoder_hparams_file, os.path.join(folder, INFERENCE_ENCODER_HPARAMS)
     )
@@ -388,8 +392,14 @@ def write_inference_folder(hparams, tokenizer, encoder_hparams_file):
                 tokenizer_file=TOKENIZER_FILE,
             )
         )
-    logger.info(f"Inference folder written to {folder}")
-    return folder
+    previous = final_folder + ".previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if os.path.exists(final_folder):
+        os.rename(final_folder, previous)
+    os.rename(folder, final_folder)
+    shutil.rmtree(previous, ignore_errors=True)
+    logger.info(f"Inference folder written to {final_folder}")
+    return final_folder
 
 
 INFERENCE_TEMPLATE = """\

@@ -111,13 +111,15 @@ def test_resumes_from_previous_checkpoint_when_newest_is_broken(
         for name in os.listdir(resumed / "save" / newest):
             if name != "CKPT.yaml":
                 os.remove(resumed / "save" / newest / name)
+    # The epochs done when the previous checkpoint was saved (the run below
+    # replaces the old checkpoints).
+    done = int((resumed / "save" / previous / "counter.ckpt").read_text())
     result = run_recipe(tiny_librispeech, resumed, "--number_of_epochs", "7")
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr + result.stdout
     assert f"Skipping checkpoint {resumed / 'save' / newest}" in log
     assert f"Loading a checkpoint from {resumed / 'save' / previous}" in log
     # Training goes on from the epoch of the previous checkpoint.
-    done = int((resumed / "save" / previous / "counter.ckpt").read_text())
     assert [epoch for epoch, _ in logged_epochs(resumed)][6:] == list(
         range(done + 1, 8)
     )
