@@ -184,7 +184,11 @@ def main(argv=None):
     print()
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\nPre-training lowers the test CER by {summary['relative_cer_gain']:.0%}.")
+    print(
+        "\nRelative test CER gain from pre-training: "
+        f"{summary['relative_cer_gain']:.1%} (from scratch / pre-trained: "
+        f"{scratch_cer:.1f} / {test_cer:.1f})."
+    )
     print(f"Inference folder: {summary['model']}")
     print(f"Summary: {os.path.join(out, 'summary.json')}")
 
