@@ -166,14 +166,8 @@ class Run:
     def options_text(self):
         return " ".join(f"{key}={value}" for key, value in self.options.items())
 
-    def key(self):
-        """The planned values of KEY_COLUMNS, as strings (as in the csv)."""
-        planned = {**self.row_base(), **self.__dict__}
-        planned["options"] = self.options_text
-        planned["labelled_minutes"] = f"{self.labelled_minutes:g}"
-        return tuple(str(planned[column]) for column in KEY_COLUMNS)
-
-    def row_base(self):
+    def planned(self):
+        """The run's identity and planned steps, as its csv row begins."""
         return {
             "study": self.study,
             "variant": self.variant,
@@ -184,8 +178,16 @@ class Run:
             "labelled_minutes": f"{self.labelled_minutes:g}",
             "pretrain_steps": self.pretrain_steps,
             "finetune_steps": self.finetune_steps,
-            **self.row,
         }
+
+    def key(self):
+        """The planned values of KEY_COLUMNS, as strings (as in the csv)."""
+        planned = self.planned()
+        return tuple(str(planned[column]) for column in KEY_COLUMNS)
+
+    def row_base(self):
+        """The csv row: the planned values, then what the run measured."""
+        return {**self.planned(), **self.row}
 
 
 class Driver:
@@ -443,12 +445,14 @@ class Driver:
         task. The pool takes tasks in order, so a fine-tuning task waits only
         for a pre-training that has already started."""
         done = self.done_keys()
+        pending = [run for runs in pipelines for run in runs if run.key() not in done]
         pretrainings = {}
-        for runs in pipelines:
-            pending = [run for run in runs if run.key() not in done]
-            if any(run.regime in PRETRAINED_REGIMES for run in pending):
-                first = next(r for r in pending if r.regime in PRETRAINED_REGIMES)
-                pretrainings[first.pretrain_folder] = pool.submit(self.pretrain, first)
+        for run in pending:
+            if (
+                run.regime in PRETRAINED_REGIMES
+                and run.pretrain_folder not in pretrainings
+            ):
+                pretrainings[run.pretrain_folder] = pool.submit(self.pretrain, run)
 
         def finetune_and_record(run):
             pretraining = None
@@ -457,7 +461,6 @@ class Driver:
             self.finetune(run, pretraining)
             self.record(run)
 
-        pending = [run for runs in pipelines for run in runs if run.key() not in done]
         # The smallest labelled subset (the main regime) first.
         pending.sort(key=lambda run: run.labelled_minutes)
         return [
@@ -467,10 +470,11 @@ class Driver:
 
     def report(self):
         """Writes summary.json and the plots from runs.csv; prints the table."""
-        summary = summarise(self.read_rows())
+        rows = self.read_rows()
+        summary = summarise(rows)
         with open(os.path.join(self.results, "summary.json"), "w") as stream:
             json.dump(summary, stream, indent=2)
-        plot(self.read_rows(), self.results)
+        plot(rows, self.results)
         print_tables(summary)
 
 
@@ -546,12 +550,11 @@ def targets(table):
     smallest = min(entry["labelled_minutes"] for entry in main)
     result = {"labelled_minutes": smallest, "pretraining_gain": {}}
 
-    def cer(mixer, regime):
-        entry = _find(main, mixer=mixer, regime=regime, labelled_minutes=smallest)
-        return entry
+    def group(mixer, regime):
+        return _find(main, mixer=mixer, regime=regime, labelled_minutes=smallest)
 
     for mixer in sorted({entry["mixer"] for entry in main}):
-        pretrained, scratch = cer(mixer, "pretrained"), cer(mixer, "scratch")
+        pretrained, scratch = group(mixer, "pretrained"), group(mixer, "scratch")
         if pretrained and scratch:
             gain = 1 - pretrained["test_cer"] / scratch["test_cer"]
             result["pretraining_gain"][mixer] = {
@@ -561,9 +564,9 @@ def targets(table):
                 "met_20_percent": gain >= 0.2,
             }
     pom, mha, summary = (
-        cer("pom", "pretrained"),
-        cer("RelPosMHAXL", "pretrained"),
-        cer("summarymixing", "pretrained"),
+        group("pom", "pretrained"),
+        group("RelPosMHAXL", "pretrained"),
+        group("summarymixing", "pretrained"),
     )
     if pom and mha:
         ratio = pom["test_cer"] / mha["test_cer"]
@@ -579,7 +582,10 @@ def targets(table):
             "met_no_worse_beyond_spread": pom["test_cer"] - summary["test_cer"]
             <= spread,
         }
-    probe_pre, probe_random = cer("pom", "probe_pretrained"), cer("pom", "probe_random")
+    probe_pre, probe_random = (
+        group("pom", "probe_pretrained"),
+        group("pom", "probe_random"),
+    )
     if probe_pre and probe_random:
         result["pom_probe"] = {
             "pretrained_cer": probe_pre["test_cer"],

@@ -11,6 +11,7 @@ Authors
 import os
 
 import torch
+from speechbrain.utils.checkpoints import METAFNAME
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_pom.checkpoints import SafeCheckpointer
@@ -55,7 +56,7 @@ def candidate_checkpoint_folders(pt_model_path):
             "folder of a BEST-RQ experiment or one of its CKPT+ folders."
         )
     if os.path.isfile(os.path.join(pt_model_path, MODEL_FILE)) or os.path.isfile(
-        os.path.join(pt_model_path, "CKPT.yaml")
+        os.path.join(pt_model_path, METAFNAME)
     ):
         return [pt_model_path]
     checkpointer = SafeCheckpointer(pt_model_path)

@@ -950,23 +950,16 @@ def generate_lowresource_corpus(
 def _read_split(split_folder):
     """The utterances of a split in chapter order, with their durations."""
     utterances = []
-    for transcript_file in sorted(
-        glob.glob(os.path.join(split_folder, "*", "*", "*.trans.txt"))
-    ):
-        folder = os.path.dirname(transcript_file)
-        with open(transcript_file, encoding="utf-8") as stream:
-            for line in stream:
-                utterance_id, text = line.rstrip("\n").split(" ", 1)
-                audio = os.path.join(folder, f"{utterance_id}.flac")
-                info = sf.info(audio)
-                utterances.append(
-                    {
-                        "id": utterance_id,
-                        "text": text,
-                        "audio": audio,
-                        "seconds": info.frames / info.samplerate,
-                    }
-                )
+    for utterance_id, (text, audio) in _read_transcripts(split_folder).items():
+        info = sf.info(audio)
+        utterances.append(
+            {
+                "id": utterance_id,
+                "text": text,
+                "audio": audio,
+                "seconds": info.frames / info.samplerate,
+            }
+        )
     return utterances
 
 
