@@ -151,7 +151,11 @@ class CTCBrain(TimeBudgetBrain):
         feats = self.modules.normalize(
             feats, wav_lens, epoch=self.hparams.epoch_counter.current
         )
-        train_encoder = stage == sb.Stage.TRAIN and not self.hparams.freeze_encoder
+        train_encoder = (
+            stage == sb.Stage.TRAIN
+            and not self.hparams.freeze_encoder
+            and self.optimizer_step >= self.hparams.freeze_encoder_steps
+        )
         with torch.set_grad_enabled(train_encoder):
             encoded = self.modules.wrapper(self.modules.CNN(feats), wav_lens)
         log_probs = self.hparams.log_softmax(self.modules.ctc_lin(encoded))
@@ -456,6 +460,50 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
+def reinitialise_top_layers(wrapper, count):
+    """Draws new initial weights for the top ``count`` layers of a pre-trained
+    encoder: the top of a masked-prediction model is specialised to its
+    pretext task (arXiv 2107.04734). Parameters of modules without
+    ``reset_parameters`` (none in the default PoM) keep their values.
+
+    Arguments
+    ---------
+    wrapper : speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper
+        The encoder, as built by ``hparams/conformer_encoder.yaml``.
+    count : int
+        How many layers, from the top; 0 changes nothing.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.transformer.TransformerASR import EncoderWrapper
+    >>> from speechbrain_pom.lobes.mixer_transformer import MixerTransformerASR
+    >>> wrapper = EncoderWrapper(MixerTransformerASR(
+    ...     tgt_vocab=1, input_size=16, d_model=16, nhead=2, d_ffn=32,
+    ...     num_encoder_layers=2, num_decoder_layers=0,
+    ...     encoder_module="conformer", normalize_before=True))
+    >>> bottom, top = wrapper.transformer.encoder.layers
+    >>> before = [p.clone() for p in (*bottom.parameters(), *top.parameters())]
+    >>> reinitialise_top_layers(wrapper, 1)
+    >>> after = [*bottom.parameters(), *top.parameters()]
+    >>> n = len(list(bottom.parameters()))
+    >>> all(torch.equal(a, b) for a, b in zip(before[:n], after[:n]))
+    True
+    >>> all(torch.equal(a, b) for a, b in zip(before[n:], after[n:]))
+    False
+    """
+    layers = wrapper.transformer.encoder.layers
+    if not 0 <= count <= len(layers):
+        raise ValueError(
+            f"reinit_top_layers is {count}; the encoder has {len(layers)} layers"
+        )
+    if count:
+        logger.info(f"The top {count} encoder layer(s) start from new weights.")
+    for layer in layers[len(layers) - count :]:
+        for module in layer.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
 def fine_tune(hparams, run_opts, test_csvs, encoder_hparams_file):
     """Trains, tests and exports a CTC model from prepared csv files.
 
@@ -480,6 +528,7 @@ def fine_tune(hparams, run_opts, test_csvs, encoder_hparams_file):
             hparams["normalize"],
         )
         logger.info(f"Encoder initialised from the BEST-RQ checkpoint {loaded}")
+        reinitialise_top_layers(hparams["wrapper"], hparams["reinit_top_layers"])
     else:
         logger.info("No pt_model_path: the encoder is trained from scratch.")
 

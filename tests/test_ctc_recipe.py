@@ -182,3 +182,26 @@ def test_strict_loader_rejects_folder_without_checkpoint(tmp_path):
     cnn, wrapper, normalize = tiny_encoder()
     with pytest.raises(FileNotFoundError, match="No BEST-RQ checkpoint"):
         load_bestrq_encoder(str(tmp_path), cnn, wrapper, normalize)
+
+
+def test_encoder_stays_fixed_for_freeze_encoder_steps(
+    tiny_librispeech, bestrq_save_folder, tmp_path
+):
+    # Longer than the run: only the CTC head may change.
+    result = run_ctc(
+        tiny_librispeech,
+        str(tmp_path),
+        pt_model_path=bestrq_save_folder,
+        freeze_encoder_steps=10000,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cnn, wrapper, normalize = tiny_encoder()
+    used = load_bestrq_encoder(bestrq_save_folder, cnn, wrapper, normalize)
+    pretrained = torch.load(os.path.join(used, "model.ckpt"), weights_only=True)
+    fine_tuned = torch.load(
+        os.path.join(str(tmp_path), "model", "model.ckpt"), weights_only=True
+    )
+    encoder_keys = [key for key in fine_tuned if key.startswith(("0.", "1."))]
+    assert encoder_keys
+    for key in encoder_keys:
+        assert torch.equal(fine_tuned[key], pretrained[key]), key
