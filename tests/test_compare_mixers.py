@@ -138,3 +138,25 @@ def test_driver_quick_runs_every_regime_and_resumes(tmp_path):
     assert "$ cd" not in again
     with open(os.path.join(results, "runs.csv"), newline="") as stream:
         assert list(csv.DictReader(stream)) == rows
+
+
+def test_sweep_variants_share_one_pretraining_and_one_scratch_run(tmp_path):
+    work, results = str(tmp_path / "work"), str(tmp_path / "results")
+    output = run_driver(
+        "--work", work, "--results", results, "--study", "sweep",
+        "--variants", "fast", "fast_freeze100", "--seeds", "1",
+    )  # fmt: skip
+    with open(os.path.join(results, "runs.csv"), newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    # The sweep runs on every subset but the largest (0.5 of 0.5 and 1 min).
+    assert sorted((row["variant"], row["regime"]) for row in rows) == [
+        ("base", "scratch"),
+        ("fast", "pretrained"),
+        ("fast_freeze100", "pretrained"),
+    ]
+    assert {row["labelled_minutes"] for row in rows} == {"0.5"}
+    assert output.count("BEST-RQ && train.py") == 1
+    assert "--freeze_encoder_steps 100" in output
+    with open(os.path.join(results, "summary.json")) as stream:
+        gains = json.load(stream)["targets"]["pretraining_gain"]
+    assert set(gains) == {"fast/pom", "fast_freeze100/pom"}
