@@ -10,6 +10,7 @@ import shutil
 import pytest
 import soundfile as sf
 
+from speechbrain_pom.data import validation
 from speechbrain_pom.data.validation import DataPreparationError
 
 SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
@@ -35,8 +36,12 @@ def commonvoice_copy(tiny_commonvoice, tmp_path):
     return shutil.copytree(tiny_commonvoice, tmp_path / "en")
 
 
+def fail_if_called(path):
+    raise AssertionError(f"{path} decoded again")
+
+
 def test_csv_rows_match_tsv(
-    common_voice_prepare, tiny_commonvoice, tiny_librispeech, tmp_path
+    common_voice_prepare, tiny_commonvoice, tiny_librispeech, tmp_path, monkeypatch
 ):
     report = common_voice_prepare.prepare_common_voice(tiny_commonvoice, tmp_path)
     for split, librispeech_split in SPLITS.items():
@@ -61,8 +66,13 @@ def test_csv_rows_match_tsv(
         )
     assert not glob.glob(os.path.join(tmp_path, "*_skipped.txt"))
 
-    # Up to date: skipped.
-    assert common_voice_prepare.prepare_common_voice(tiny_commonvoice, tmp_path) is None
+    # Up to date: the same report, no csv rewritten, no clip decoded again.
+    written = os.path.getmtime(tmp_path / "train.csv")
+    monkeypatch.setattr(validation, "decode_audio", fail_if_called)
+    assert (
+        common_voice_prepare.prepare_common_voice(tiny_commonvoice, tmp_path) == report
+    )
+    assert os.path.getmtime(tmp_path / "train.csv") == written
 
 
 @pytest.mark.parametrize(
@@ -73,7 +83,7 @@ def test_csv_rows_match_tsv(
         ('"Hello," she said.', "HELLO SHE SAID"),
         ("'Quoted' words, isn't it?", "QUOTED WORDS ISN'T IT"),
         ("Café  au\u00a0lait, naïve", "CAFE AU LAIT NAIVE"),
-        ("Rock-and-roll 42 times…", "ROCK AND ROLL TIMES"),
+        ("Rock-and-roll 42 times…", "ROCK AND ROLL 42 TIMES"),  # digits kept
         ("?!...", ""),
     ],
 )

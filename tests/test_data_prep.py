@@ -128,6 +128,36 @@ def damage_8khz(flac_file, transcript_file):
     return flac_file, "not sampled at 16000 Hz"
 
 
+def damage_stereo(flac_file, transcript_file):
+    audio = read_audio(flac_file).numpy()
+    sf.write(flac_file, np.stack([audio, audio], axis=1), 16000, format="FLAC")
+    return flac_file, "not mono"
+
+
+def damage_truncated(flac_file, transcript_file):
+    # The header still announces every sample: the FLAC decoder loses sync.
+    with open(flac_file, "rb") as stream:
+        content = stream.read()
+    with open(flac_file, "wb") as stream:
+        stream.write(content[: len(content) // 2])
+    return flac_file, "corrupt (decoding fails part-way)"
+
+
+def damage_non_finite(flac_file, transcript_file):
+    # FLAC holds integers only: a float WAV under the .flac name (libsndfile
+    # reads the format from the header) carries the NaN.
+    audio = read_audio(flac_file).numpy()
+    audio[100] = np.nan
+    sf.write(flac_file, audio, 16000, format="WAV", subtype="FLOAT")
+    return flac_file, "non-finite samples (NaN or inf)"
+
+
+def damage_too_short(flac_file, transcript_file):
+    # 0.1 s: under 0.12 s, BEST-RQ's masking would crash on this batch.
+    sf.write(flac_file, read_audio(flac_file).numpy()[:1600], 16000, format="FLAC")
+    return flac_file, "shorter than 0.25 s"
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -137,6 +167,10 @@ def damage_8khz(flac_file, transcript_file):
         damage_zero_bytes,
         damage_empty_audio,
         damage_8khz,
+        damage_stereo,
+        damage_truncated,
+        damage_non_finite,
+        damage_too_short,
     ],
 )
 def test_bad_input_names_the_file(librispeech_prepare, corpus_copy, tmp_path, damage):
@@ -147,7 +181,7 @@ def test_bad_input_names_the_file(librispeech_prepare, corpus_copy, tmp_path, da
     message = str(error.value)
     assert named in message and reason in message
     assert "(1): " in message  # only the damaged utterance is reported
-    assert not save_folder.exists()  # validated before writing
+    assert not glob.glob(str(save_folder / "*.csv"))  # validated before writing
 
 
 def test_long_problem_lists_are_shortened(librispeech_prepare, corpus_copy, tmp_path):

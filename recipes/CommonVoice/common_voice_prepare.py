@@ -6,12 +6,28 @@ Reads ``{train,dev,test}.tsv`` and ``clips/`` of one language folder and writes
 and ``spk_id`` is the ``client_id``). Sentences are normalised per language
 (see ``normalize_text``).
 
-Rows that cannot be used (missing clip, empty sentence after normalisation,
-unreadable or empty audio) are skipped and reported: a warning with the counts
-and the first file names, a ``<split>_skipped.txt`` file in the save folder,
-and the returned report. A missing folder or tsv file is an error naming it.
-Clips are not required to be 16 kHz (CommonVoice clips are usually 48 kHz mp3
-and the recipe resamples them); durations come from the file headers.
+Rows that cannot be used are skipped and reported (a warning with the counts
+and the first names, a ``<split>_skipped.txt`` file in the save folder, and the
+returned report), or, with ``skip_bad_files=False``, raise an error that names
+them. A row cannot be used when:
+
+- its clip is missing, listed twice (in any split), or its path is absolute or
+  leaves ``clips/``;
+- its line does not have the header's number of columns, even when read as a
+  spreadsheet export (a quoted field holding a tab is parsed as one field);
+- its normalised sentence is empty, holds digits (numbers are not spelled out:
+  dropping them would leave a transcript that does not match the audio), or,
+  when an ``alphabet`` is given, another character;
+- its clip does not decode to finite, mono audio of at least ``min_duration``
+  (every clip is decoded once; the results are cached in
+  ``<save_folder>/audio_checks.json``, keyed by path, size and modification
+  time).
+
+A missing folder or tsv file, a tsv that is not UTF-8 (a byte-order mark is
+fine) or lacks a column, and a split left with no usable row are errors naming
+the file. Clips are not required to be 16 kHz (CommonVoice clips are usually
+48 kHz mp3 and the recipe resamples them). The arguments of SpeechBrain's own
+``prepare_common_voice`` are accepted too, in the same order.
 
 Authors
  * speechbrain-pom contributors
@@ -23,12 +39,15 @@ import os
 import unicodedata
 
 from speechbrain_pom.data.validation import (
+    AUDIO_CACHE_NAME,
+    MIN_DURATION,
     DataPreparationError,
-    check_audio_file,
+    characters_outside,
+    check_audio_files,
     describe_problems,
     group_by_reason,
     list_some,
-    outputs_up_to_date,
+    read_text_lines,
     write_csv,
 )
 
@@ -38,20 +57,26 @@ SPLITS = ("train", "dev", "test")
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
 MISSING_CLIP = "missing clip"
 EMPTY_SENTENCE = "empty sentence"
+DIGITS = "digits in the sentence (numbers are not spelled out)"
+OUTSIDE_ALPHABET = "characters outside the alphabet"
+LISTED_TWICE = "clip listed twice"
+OUTSIDE_CLIPS = "path outside clips/"
+WRONG_COLUMNS = "wrong number of columns"
 # Typographic apostrophes and look-alikes, all written "'" in transcripts.
 APOSTROPHES = str.maketrans(dict.fromkeys("\u2019\u2018\u02bc\u00b4`\u2032", "'"))
 
 
-def normalize_text(sentence, language="en"):
+def normalize_text(sentence, language="en", accented_letters=None):
     """Normalises a CommonVoice sentence into an ASR transcript.
 
     The text is unicode normalised (NFKC: non-breaking spaces become spaces,
     accents are composed), typographic apostrophes become ``'``, letters are
-    uppercased, and everything that is not a letter or an apostrophe inside a
-    word (punctuation, quotes such as « », digits, hyphens) becomes a space.
-    For English ("en") only the letters A-Z are kept, accents being removed
-    (café -> CAFE); other languages, French ("fr") included, keep all letters,
-    accented ones included.
+    uppercased, and everything that is not a letter, a digit or an apostrophe
+    inside a word (punctuation, quotes such as « », hyphens) becomes a space.
+    Digits are kept, so that the caller can see them (the preparation skips
+    such rows). Accents are removed (café -> CAFE) for English by default, or
+    for every language with ``accented_letters=False``; English keeps only the
+    letters A-Z unless ``accented_letters=True``.
 
     Arguments
     ---------
@@ -59,6 +84,9 @@ def normalize_text(sentence, language="en"):
         The sentence as written in the tsv file.
     language : str
         The language code.
+    accented_letters : bool, optional
+        True keeps accented letters, False removes accents, None (default)
+        removes them for English only.
 
     Returns
     -------
@@ -71,14 +99,22 @@ def normalize_text(sentence, language="en"):
     "THE CAT'S HAT ISN'T IT"
     >>> normalize_text("« L’été à Paris », dit-il.", language="fr")
     "L'ÉTÉ À PARIS DIT IL"
+    >>> normalize_text("L’été", language="fr", accented_letters=False)
+    "L'ETE"
     """
+    if accented_letters is None:
+        accented_letters = language != "en"
     text = unicodedata.normalize("NFKC", sentence).translate(APOSTROPHES)
-    if language == "en":
+    if not accented_letters:
         decomposed = unicodedata.normalize("NFKD", text)
         text = "".join(char for char in decomposed if not unicodedata.combining(char))
-    is_letter = _is_english_letter if language == "en" else str.isalpha
+        text = unicodedata.normalize("NFC", text)
+    is_letter = (
+        _is_english_letter if language == "en" and not accented_letters else str.isalpha
+    )
     text = "".join(
-        char if is_letter(char) or char == "'" else " " for char in text.upper()
+        char if is_letter(char) or char.isdigit() or char == "'" else " "
+        for char in text.upper()
     )
     words = (word.strip("'") for word in text.split())
     return " ".join(word for word in words if word)
@@ -91,46 +127,79 @@ def _is_english_letter(char):
 def prepare_common_voice(
     data_folder,
     save_folder,
-    language="en",
     train_tsv_file=None,
     dev_tsv_file=None,
     test_tsv_file=None,
+    accented_letters=None,
+    language="en",
     skip_prep=False,
+    convert_to_wav=False,
+    skip_bad_files=True,
+    alphabet=None,
+    min_duration=MIN_DURATION,
 ):
     """Prepares the csv files of a CommonVoice language folder.
 
-    The preparation is skipped when the csv files exist and are newer than the
-    tsv files.
+    The arguments up to ``convert_to_wav`` are those of SpeechBrain's
+    ``prepare_common_voice``, in the same order. A csv file whose content would
+    not change is not rewritten, and clips decoded by an earlier run are not
+    decoded again unless they changed.
 
     Arguments
     ---------
     data_folder : str
         The language folder of the release (holding the tsv files and clips/).
     save_folder : str
-        Where the csv files (and the ``<split>_skipped.txt`` reports) go.
-    language : str
-        Language code, selects the text normalisation.
+        Where the csv files, the ``<split>_skipped.txt`` reports and the audio
+        check cache go.
     train_tsv_file, dev_tsv_file, test_tsv_file : str, optional
         The tsv files (default: ``<data_folder>/<split>.tsv``).
+    accented_letters : bool, optional
+        True keeps accented letters, False removes accents (as SpeechBrain's
+        preparation does), None (default) removes them for English only.
+    language : str
+        Language code, selects the text normalisation.
     skip_prep : bool
         If True, do nothing.
+    convert_to_wav : bool
+        Not supported (SpeechBrain's version shells out to ffmpeg); True raises
+        a ValueError. The recipe decodes the mp3 clips directly.
+    skip_bad_files : bool
+        If True (default: every CommonVoice release has some unusable rows),
+        unusable rows are skipped and reported; if False, they raise an error.
+    alphabet : str or list of str, optional
+        The characters a normalised sentence may hold (space included); None
+        checks nothing.
+    min_duration : float
+        Clips shorter than this (seconds) are unusable; the default, 0.25 s,
+        is explained in ``speechbrain_pom.data.validation.MIN_DURATION``.
 
     Returns
     -------
     dict or None
         ``{split: {"csv_file": str, "n_rows": int, "skipped": {reason: [clip,
-        ...]}}}``, or None when the preparation was skipped.
+        ...]}}}``, or None with ``skip_prep``.
 
     Raises
     ------
     DataPreparationError
-        When the data folder, its clips folder or a tsv file is missing, or a
-        tsv file lacks a required column; the message names it.
+        When the data folder, its clips folder or a tsv file is missing, a tsv
+        file is not UTF-8 or lacks a required column, a split has no usable
+        row, or (without ``skip_bad_files``) some rows are unusable; the
+        message names the file.
+    ValueError
+        When an argument cannot be honoured; the message names it.
 
     Example
     -------
     >>> prepare_common_voice("data/CommonVoice/en", "results/save")  # doctest: +SKIP
     """
+    if convert_to_wav:
+        raise ValueError(
+            "convert_to_wav=True is not supported: this preparation does not "
+            "call ffmpeg, and the recipe reads the mp3 clips directly. Convert "
+            "the clips beforehand, or use SpeechBrain's common_voice_prepare.py."
+        )
     if skip_prep:
         return None
     tsv_files = {
@@ -145,25 +214,52 @@ def prepare_common_voice(
     clips_folder = os.path.join(data_folder, "clips")
     _check_inputs(data_folder, clips_folder, tsv_files)
     csv_files = {split: os.path.join(save_folder, f"{split}.csv") for split in SPLITS}
-    if outputs_up_to_date(csv_files.values(), tsv_files.values()):
-        logger.info(
-            "CommonVoice csv files in %s are up to date, skipping.", save_folder
-        )
-        return None
 
-    scanned = {
-        split: _scan_tsv(tsv_files[split], clips_folder, language) for split in SPLITS
+    text_options = {
+        "language": language,
+        "accented_letters": accented_letters,
+        "alphabet": alphabet,
     }
+    candidates, problems, first_listed = {}, {}, {}
+    for split in SPLITS:
+        candidates[split], problems[split] = _read_tsv(
+            tsv_files[split], clips_folder, first_listed, text_options
+        )
+    rows = {}
+    for split in SPLITS:
+        rows[split], audio_problems = _check_clips(
+            candidates[split],
+            clips_folder,
+            min_duration,
+            os.path.join(save_folder, AUDIO_CACHE_NAME),
+        )
+        problems[split] += audio_problems
+    all_problems = [problem for split in SPLITS for problem in problems[split]]
+    if all_problems and not skip_bad_files:
+        raise DataPreparationError(
+            f"Cannot prepare {data_folder} (no csv file was written):\n"
+            f"{describe_problems(all_problems)}\n"
+            "Fix these rows, or pass skip_bad_files=True to skip them."
+        )
+    empty = [tsv_files[split] for split in SPLITS if not rows[split]]
+    if empty:
+        raise DataPreparationError(
+            f"No usable row in {list_some(empty)} ({len(all_problems)} row(s) "
+            f"skipped in all):\n{describe_problems(all_problems)}"
+        )
+
     report = {}
-    for split, (rows, problems) in scanned.items():
-        write_csv(rows, csv_files[split])
-        _report_skipped(split, problems, len(rows), save_folder)
+    for split in SPLITS:
+        if write_csv(rows[split], csv_files[split]):
+            logger.info("Wrote %s (%d utterances).", csv_files[split], len(rows[split]))
+        else:
+            logger.info("%s is up to date.", csv_files[split])
+        _report_skipped(split, problems[split], len(rows[split]), save_folder)
         report[split] = {
             "csv_file": csv_files[split],
-            "n_rows": len(rows),
-            "skipped": group_by_reason(problems),
+            "n_rows": len(rows[split]),
+            "skipped": group_by_reason(problems[split]),
         }
-        logger.info("Wrote %s (%d utterances).", csv_files[split], len(rows))
     return report
 
 
@@ -186,40 +282,102 @@ def _check_inputs(data_folder, clips_folder, tsv_files):
         )
 
 
-def _scan_tsv(tsv_file, clips_folder, language):
-    """Builds the csv rows of one tsv file and lists the skipped clips."""
-    rows, problems = [], []
-    with open(tsv_file, encoding="utf-8", newline="") as stream:
-        # Sentences may hold quote characters: no csv quoting in these files.
-        reader = csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing_columns = set(REQUIRED_COLUMNS) - set(reader.fieldnames or ())
-        if missing_columns:
-            raise DataPreparationError(
-                f"{tsv_file} lacks the column(s) {sorted(missing_columns)}."
-            )
-        for line in reader:
-            clip = line["path"] or ""
-            clip_file = os.path.join(clips_folder, clip)
-            if not clip or not os.path.isfile(clip_file):
-                problems.append((MISSING_CLIP, clip))
-                continue
-            text = normalize_text(line["sentence"] or "", language)
-            if not text:
-                problems.append((EMPTY_SENTENCE, clip))
-                continue
-            duration, problem = check_audio_file(clip_file)
-            if problem:
-                problems.append((f"audio {problem}", clip))
-                continue
-            rows.append(
+def _split_tsv_line(line, n_columns):
+    """The fields of a tsv line, or None when they cannot be told apart.
+
+    CommonVoice writes no quoting (a sentence may hold a lone ``"``), so a line
+    is first split at every tab. A line with too many fields may come from a
+    spreadsheet export that quotes a field holding a tab: it is read again with
+    csv quoting.
+    """
+    fields = line.split("\t")
+    if len(fields) != n_columns:
+        fields = next(csv.reader([line], delimiter="\t"))
+    return fields if len(fields) == n_columns else None
+
+
+def _read_tsv(tsv_file, clips_folder, first_listed, text_options):
+    """Reads the rows of one tsv file and checks their paths and sentences.
+
+    ``first_listed`` maps each clip seen so far (in any split) to where it was
+    first listed; it is updated. Returns the candidate rows (``ID, wav, spk_id,
+    wrd`` and the clip file) and the ``(reason, name)`` problems.
+    """
+    lines = read_text_lines(tsv_file)
+    _, header_line = next(lines, (0, ""))
+    header = header_line.split("\t")
+    missing_columns = set(REQUIRED_COLUMNS) - set(header)
+    if missing_columns:
+        raise DataPreparationError(
+            f"{tsv_file} lacks the column(s) {sorted(missing_columns)}."
+        )
+    candidates, problems = [], []
+    for line_number, line in lines:
+        if not line.strip():
+            continue
+        where = f"{os.path.basename(tsv_file)} line {line_number}"
+        fields = _split_tsv_line(line, len(header))
+        if fields is None:
+            problems.append((WRONG_COLUMNS, where))
+            continue
+        row = dict(zip(header, fields, strict=True))
+        clip = row["path"]
+        clip_file = os.path.join(clips_folder, clip)
+        if os.path.isabs(clip) or os.path.normpath(clip).startswith(os.pardir):
+            problems.append((OUTSIDE_CLIPS, f"{clip} ({where})"))
+            continue
+        if clip in first_listed:
+            first = first_listed[clip]
+            problems.append((LISTED_TWICE, f"{clip} ({where}, first on {first})"))
+            continue
+        first_listed[clip] = where
+        if not clip or not os.path.isfile(clip_file):
+            problems.append((MISSING_CLIP, clip or where))
+            continue
+        text = normalize_text(
+            row["sentence"], text_options["language"], text_options["accented_letters"]
+        )
+        outside = characters_outside(text, text_options["alphabet"])
+        if not text:
+            problems.append((EMPTY_SENTENCE, clip))
+        elif any(char.isdigit() for char in text):
+            problems.append((DIGITS, f"{clip} ({row['sentence']!r})"))
+        elif outside:
+            problems.append((OUTSIDE_ALPHABET, f"{clip} ({outside!r})"))
+        else:
+            candidates.append(
                 {
                     "ID": os.path.splitext(clip)[0],
-                    "duration": duration,
                     "wav": f"$data_root/clips/{clip}",
-                    "spk_id": line["client_id"],
+                    "spk_id": row["client_id"],
                     "wrd": text,
+                    "clip": clip,
                 }
             )
+    return candidates, problems
+
+
+def _check_clips(candidates, clips_folder, min_duration, cache_file):
+    """Decodes the clips of the candidate rows; returns the csv rows and the
+    ``(reason, clip)`` problems."""
+    clip_files = [os.path.join(clips_folder, row["clip"]) for row in candidates]
+    checks = check_audio_files(
+        clip_files, min_duration=min_duration, cache_file=cache_file
+    )
+    rows, problems = [], []
+    for candidate, (duration, problem) in zip(candidates, checks, strict=True):
+        if problem:
+            problems.append((f"audio {problem}", candidate["clip"]))
+            continue
+        rows.append(
+            {
+                "ID": candidate["ID"],
+                "duration": duration,
+                "wav": candidate["wav"],
+                "spk_id": candidate["spk_id"],
+                "wrd": candidate["wrd"],
+            }
+        )
     return rows, problems
 
 
