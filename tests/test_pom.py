@@ -14,6 +14,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import speechbrain_pom.nnet.pom as pom_module
+from speechbrain_pom.nnet.chunk_mean import CAUSAL
 from speechbrain_pom.nnet.pom import PoM
 
 D_MODEL = 8
@@ -106,6 +107,11 @@ def test_invalid_arguments():
         PoM(D_MODEL, expand=0)
 
 
+def test_old_tile_option_name_says_what_to_use():
+    with pytest.raises(ValueError, match="tile_size=64"):
+        PoM(D_MODEL, chunk_size=64)
+
+
 def test_parameter_counts():
     d, e, k = D_MODEL, 2, 3
     a = PoM(d, degree=k, expand=e, formulation="A")
@@ -127,7 +133,7 @@ def test_parameter_counts():
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("fused", [True, False])
 def test_matches_reference(formulation, fused):
-    mixer = make_mixer(formulation, fused=fused, chunk_size=4)
+    mixer = make_mixer(formulation, fused=fused, tile_size=4)
     lengths = [13, 7, 1]
     x = torch.randn(3, 13, D_MODEL)
     with torch.no_grad():
@@ -146,7 +152,7 @@ def test_matches_reference(formulation, fused):
 
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 def test_padding_length_and_content_invariance(formulation):
-    mixer = make_mixer(formulation, chunk_size=4)
+    mixer = make_mixer(formulation, tile_size=4)
     lengths = [10, 6]
     x = torch.randn(2, 10, D_MODEL)
     out, _ = mixer(x, x, x, key_padding_mask=padding_mask(lengths, 10))
@@ -168,7 +174,7 @@ def test_padding_length_and_content_invariance(formulation):
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
 def test_non_finite_padding_is_ignored(formulation, fused, causal):
-    mixer = make_mixer(formulation, fused=fused, chunk_size=4).train()
+    mixer = make_mixer(formulation, fused=fused, tile_size=4).train()
     lengths = [9, 5]
     x = torch.randn(2, 9, D_MODEL)
     garbage = x.clone()
@@ -189,7 +195,7 @@ def test_non_finite_padding_is_ignored(formulation, fused, causal):
 
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 def test_permutation_equivariance(formulation):
-    mixer = make_mixer(formulation, chunk_size=5)
+    mixer = make_mixer(formulation, tile_size=5)
     x = torch.randn(2, 12, D_MODEL)
     permutation = torch.randperm(12)
     out, _ = mixer(x, x, x)
@@ -215,7 +221,7 @@ def test_global_context(formulation):
 
 
 def fused_and_naive(formulation, degree):
-    fused = make_mixer(formulation, degree=degree, fused=True, chunk_size=3)
+    fused = make_mixer(formulation, degree=degree, fused=True, tile_size=3)
     naive = make_mixer(formulation, degree=degree, fused=False)
     naive.load_state_dict(fused.state_dict())
     return fused.double(), naive.double()
@@ -236,7 +242,7 @@ def value_and_grads(mixer, x, pad):
 @pytest.mark.parametrize("masked", [False, True])
 def test_fused_equals_naive(formulation, degree, masked):
     fused, naive = fused_and_naive(formulation, degree)
-    frames = 11  # not divisible by chunk_size=3: a partial last chunk
+    frames = 11  # not divisible by tile_size=3: a partial last tile
     x = torch.randn(3, frames, D_MODEL, dtype=torch.float64)
     pad = padding_mask([11, 7, 2], frames) if masked else None
     out_f, gx_f, grads_f = value_and_grads(fused, x, pad)
@@ -254,7 +260,7 @@ def test_fused_equals_naive(formulation, degree, masked):
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("masked", [False, True])
 def test_fused_gradcheck(formulation, masked):
-    mixer = make_mixer(formulation, degree=3, expand=1, fused=True, chunk_size=2)
+    mixer = make_mixer(formulation, degree=3, expand=1, fused=True, tile_size=2)
     mixer = mixer.double()
     names = [name for name, _ in mixer.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_() for p in mixer.parameters())
@@ -271,12 +277,12 @@ def test_fused_gradcheck(formulation, masked):
     assert torch.autograd.gradcheck(run, (x, *params))
 
 
-def test_fused_mean_chunk_size_does_not_matter():
+def test_fused_mean_tile_size_does_not_matter():
     x = torch.randn(2, 17, D_MODEL)
     pad = padding_mask([17, 9], 17)
     outs = []
-    for chunk_size in [1, 4, 17, 1024]:
-        mixer = make_mixer("A", chunk_size=chunk_size)
+    for tile_size in [1, 4, 17, 1024]:
+        mixer = make_mixer("A", tile_size=tile_size)
         outs.append(mixer(x, x, x, key_padding_mask=pad)[0])
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0], **TOL)
@@ -370,7 +376,7 @@ def test_all_zero_mask_matches_no_mask(formulation):
 def test_gradients_reach_every_parameter(formulation, causal, fused):
     torch.manual_seed(0)
     # Default initialisation (formulation C's coefficients near zero).
-    mixer = PoM(D_MODEL, formulation=formulation, fused=fused, chunk_size=4).train()
+    mixer = PoM(D_MODEL, formulation=formulation, fused=fused, tile_size=4).train()
     x = torch.randn(2, 10, D_MODEL, requires_grad=True)
     pad = padding_mask([10, 6], 10)
     attn_mask = causal_bool_mask(10) if causal else None
@@ -397,12 +403,16 @@ def test_dropout_only_in_training():
 
 
 @pytest.mark.parametrize("formulation", FORMULATIONS)
-@pytest.mark.parametrize("causal", [False, True])
-def test_bf16_autocast_state_in_float32(formulation, causal, monkeypatch):
-    mixer = make_mixer(formulation, chunk_size=8)
+@pytest.mark.parametrize("mask", ["none", "causal tensor", "chunks"])
+def test_bf16_autocast_state_in_float32(formulation, mask, monkeypatch):
+    mixer = make_mixer(formulation, tile_size=8)
     x = torch.randn(2, 20, D_MODEL)
     pad = padding_mask([20, 9], 20)
-    attn_mask = causal_bool_mask(20) if causal else None
+    attn_mask = {
+        "none": None,
+        "causal tensor": causal_bool_mask(20),
+        "chunks": DynChunkTrainConfig(chunk_size=3, left_context_size=2),
+    }[mask]
     seen = []
 
     def spying(expand):
@@ -429,9 +439,9 @@ def test_bf16_autocast_state_in_float32(formulation, causal, monkeypatch):
     )
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         out, attn = mixer(x, x, x, attn_mask=attn_mask, key_padding_mask=pad)
-    # The polynomial of every chunk, and the state, are in float32.
+    # The polynomial of every tile, and the state, are in float32.
     assert seen and set(seen) == {(torch.float32, torch.float32, False)}
-    assert [state.dtype for state in states] == [torch.float32]
+    assert [state.dtype for state, _ in states] == [torch.float32]
     assert gate_dtypes == [torch.bfloat16]  # autocast really was active
     assert attn is None
     assert out.shape == x.shape
@@ -444,7 +454,7 @@ def test_bf16_autocast_state_in_float32(formulation, causal, monkeypatch):
 
 
 def test_bf16_autocast_backward_is_finite():
-    mixer = make_mixer("A", degree=4, chunk_size=8).train()
+    mixer = make_mixer("A", degree=4, tile_size=8).train()
     x = (10 * torch.randn(2, 20, D_MODEL)).requires_grad_()
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         out, _ = mixer(x, x, x, key_padding_mask=padding_mask([20, 9], 20))
@@ -475,7 +485,7 @@ class ShapeRecorder(TorchDispatchMode):
 @pytest.mark.parametrize("fused", [True, False])
 def test_padding_path_has_no_frames_by_frames_tensor(formulation, fused):
     frames = 257
-    mixer = make_mixer(formulation, fused=fused, chunk_size=64).train()
+    mixer = make_mixer(formulation, fused=fused, tile_size=64).train()
     x = torch.randn(2, frames, D_MODEL, requires_grad=True)
     pad = padding_mask([frames, 100], frames)
     recorder = ShapeRecorder()
@@ -504,12 +514,160 @@ def test_padding_path_has_no_frames_by_frames_tensor(formulation, fused):
 
 def test_fused_path_never_holds_the_whole_polynomial():
     """fused=True: no (batch, frames, width) polynomial in forward or backward."""
-    frames, chunk = 64, 8
-    mixer = make_mixer("A", degree=3, fused=True, chunk_size=chunk).train()
+    frames, tile = 64, 8
+    mixer = make_mixer("A", degree=3, fused=True, tile_size=tile).train()
     x = torch.randn(2, frames, D_MODEL, requires_grad=True)
     recorder = ShapeRecorder()
     with recorder:
         out, _ = mixer(x, x, x)
         out.sum().backward()
     cumprods = [shape for op, shape in recorder.outputs if "cumprod" in op]
-    assert cumprods and all(shape[1] <= chunk for shape in cumprods)
+    assert cumprods and all(shape[1] <= tile for shape in cumprods)
+
+
+# ------------------------------------------- linear chunked path, streaming
+
+CHUNK_SIZES = [1, 3, 8]
+LEFT_CHUNKS = [None, 0, 2]
+EXACT = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def chunk_mask(frames, config):
+    """SpeechBrain's DCT mask, (frames, frames) bool: the quadratic reference."""
+    return make_transformer_src_mask(
+        torch.empty(1, frames), dynchunktrain_config=config
+    )
+
+
+def outputs_and_grads(mixer, x, attn_mask, pad):
+    """Output and gradients (input, parameters) of a fixed projection of it."""
+    x = x.clone().requires_grad_()
+    out, _ = mixer(x, None, None, attn_mask=attn_mask, key_padding_mask=pad)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    (out * weights)[~pad].sum().backward()
+    grads = {name: p.grad.clone() for name, p in mixer.named_parameters()}
+    mixer.zero_grad(set_to_none=True)
+    return out.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("chunk", CHUNK_SIZES)
+@pytest.mark.parametrize("left_chunks", LEFT_CHUNKS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_chunked_config_equals_quadratic_mask(formulation, chunk, left_chunks, fused):
+    """The linear path equals the (N x N) mask path: outputs and gradients."""
+    mixer = make_mixer(formulation, fused=fused, tile_size=4).double()
+    frames = 13  # a multiple of no chunk size but 1: a partial last chunk
+    x = torch.randn(3, frames, D_MODEL, dtype=torch.float64)
+    x[1, 9:] = 30.0  # padding content must not matter
+    pad = padding_mask([13, 9, 2], frames)
+    config = DynChunkTrainConfig(chunk_size=chunk, left_context_size=left_chunks)
+    linear = outputs_and_grads(mixer, x, config, pad)
+    quadratic = outputs_and_grads(mixer, x, chunk_mask(frames, config), pad)
+    torch.testing.assert_close(linear[0][~pad], quadratic[0][~pad], **EXACT)
+    torch.testing.assert_close(linear[1], quadratic[1], **EXACT)
+    for name, grad in quadratic[2].items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(linear[2][name], grad, **EXACT, msg=name)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_causal_config_equals_causal_mask(formulation):
+    """``CAUSAL`` (chunks of 1 frame, whole past) is SpeechBrain's causal mask."""
+    mixer = make_mixer(formulation).double()
+    x = torch.randn(2, 10, D_MODEL, dtype=torch.float64)
+    pad = padding_mask([10, 6], 10)
+    linear = outputs_and_grads(mixer, x, CAUSAL, pad)
+    quadratic = outputs_and_grads(mixer, x, get_lookahead_mask(x), pad)
+    for got, expected in zip(linear[:2], quadratic[:2], strict=True):
+        torch.testing.assert_close(got, expected, **EXACT)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_chunked_gradcheck(formulation):
+    mixer = make_mixer(formulation, degree=2, expand=1, tile_size=3).double()
+    names = [name for name, _ in mixer.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in mixer.parameters())
+    x = torch.randn(2, 7, D_MODEL, dtype=torch.float64, requires_grad=True)
+    kwargs = {
+        "attn_mask": DynChunkTrainConfig(chunk_size=2, left_context_size=1),
+        "key_padding_mask": padding_mask([7, 4], 7),
+    }
+
+    def run(x, *params):
+        named = dict(zip(names, params, strict=True))
+        return functional_call(mixer, named, (x,), kwargs)[0]
+
+    assert torch.autograd.gradcheck(run, (x, *params))
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("left_chunks", [None, 2])
+def test_chunked_path_has_no_frames_by_frames_tensor(formulation, left_chunks):
+    frames, tile = 257, 64
+    mixer = make_mixer(formulation, tile_size=tile).train()
+    x = torch.randn(2, frames, D_MODEL, requires_grad=True)
+    pad = padding_mask([frames, 100], frames)
+    config = DynChunkTrainConfig(chunk_size=4, left_context_size=left_chunks)
+    recorder = ShapeRecorder()
+    with recorder:
+        out, _ = mixer(x, x, x, attn_mask=config, key_padding_mask=pad)
+        out.pow(2).sum().backward()
+    assert any("backward" in op for op, _ in recorder.outputs)
+    assert x.grad is not None and mixer.expand_proj.weight.grad is not None
+    big = [
+        (op, shape)
+        for op, shape in recorder.outputs
+        if sum(size >= frames for size in shape) >= 2
+    ]
+    assert big == []
+    assert max(math.prod(shape) for _, shape in recorder.outputs) < frames * frames
+    # The polynomial is only ever computed one tile at a time.
+    expansions = [s for op, s in recorder.outputs if "cumprod" in op or "leaky" in op]
+    assert expansions and all(shape[1] <= tile for shape in expansions)
+
+
+def stream(mixer, x, chunk, left_chunks):
+    """``forward_streaming`` over consecutive chunks of ``x``, concatenated."""
+    context = mixer.make_streaming_context(left_chunks)
+    pieces = [
+        mixer.forward_streaming(x[:, start : start + chunk], context)
+        for start in range(0, x.shape[1], chunk)
+    ]
+    return torch.cat(pieces, dim=1), context
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("left_chunks", LEFT_CHUNKS)
+def test_streaming_equals_chunked_training(formulation, chunk, left_chunks):
+    mixer = make_mixer(formulation)
+    x = torch.randn(2, 11, D_MODEL)
+    config = DynChunkTrainConfig(chunk_size=chunk, left_context_size=left_chunks)
+    with torch.no_grad():
+        expected, _ = mixer(x, x, x, attn_mask=config)
+        streamed, _ = stream(mixer, x, chunk, left_chunks)
+    torch.testing.assert_close(streamed, expected, **TOL)
+
+
+def held_shapes(context):
+    """Shapes of the tensors a ``StreamingMean`` holds."""
+    if context.past is None:
+        return [tuple(context.running_sum.shape)]
+    return [tuple(chunk_sum.shape) for chunk_sum, _ in context.past]
+
+
+@pytest.mark.parametrize("left_chunks", [None, 2])
+def test_streaming_state_does_not_grow(left_chunks):
+    mixer = make_mixer("A")
+    x = torch.randn(1, 30, D_MODEL)
+    with torch.no_grad():
+        _, after_10 = stream(mixer, x[:, :10], 1, left_chunks)
+        _, after_30 = stream(mixer, x, 1, left_chunks)
+    assert held_shapes(after_10) == held_shapes(after_30)
+    assert len(held_shapes(after_10)) == (1 if left_chunks is None else left_chunks)
+    # The state alone (the mixer adds nothing to it), over 10,000 chunks.
+    width = mixer.expand_proj.out_features
+    for _ in range(10_000 - 30):
+        after_30.update(torch.randn(1, width), frames=1)
+    assert held_shapes(after_30) == held_shapes(after_10)

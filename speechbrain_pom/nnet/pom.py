@@ -21,7 +21,14 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch import nn
+
+from speechbrain_pom.nnet.chunk_mean import (
+    StreamingMean,
+    chunk_window_mean,
+    weighted_group_sums,
+)
 
 FORMULATIONS = ("A", "C")
 
@@ -113,39 +120,53 @@ def project_and_expand(x, expansion, weight, bias, *params):
         return expansion(z.to(torch.promote_types(z.dtype, torch.float32)), *params)
 
 
-def weighted_mean(weights, polynomial):
-    """``weights @ polynomial`` over time, in the polynomial's precision.
+def time_tiles(frames, group, tile_size):
+    """Tiles of about ``tile_size`` frames that respect groups of ``group``.
+
+    A tile either lies inside one group or is made of whole groups (the last
+    one possibly partial), so that its group sums add to the whole's.
 
     Arguments
     ---------
-    weights : torch.Tensor
-        (batch, time) frame weights, or (batch, time, time) per query frame.
-    polynomial : torch.Tensor
-        (batch, time, width).
+    frames : int
+        Length of the sequence.
+    group : int
+        Frames per group.
+    tile_size : int
+        Largest tile wanted (a tile holds at least one group when groups are
+        smaller than this).
 
-    Returns
+    Yields
+    ------
+    (start, stop) : tuple of int
+        Frame range of each tile, in order.
+
+    Example
     -------
-    torch.Tensor
-        (batch, width), or (batch, time, width) with per-frame weights.
+    >>> list(time_tiles(10, group=3, tile_size=7))
+    [(0, 6), (6, 10)]
+    >>> list(time_tiles(10, group=6, tile_size=4))
+    [(0, 4), (4, 6), (6, 10)]
     """
-    with torch.autocast(device_type=polynomial.device.type, enabled=False):
-        weights = weights.to(polynomial.dtype)
-        if weights.dim() == 2:
-            return torch.bmm(weights[:, None, :], polynomial).squeeze(1)
-        return torch.matmul(weights, polynomial)
+    step = group * (tile_size // group) if group <= tile_size else tile_size
+    span = max(group, step)
+    for group_start in range(0, frames, span):
+        group_stop = min(group_start + span, frames)
+        for start in range(group_start, group_stop, step):
+            yield start, min(start + step, group_stop)
 
 
-class _FusedPolynomialMean(torch.autograd.Function):
-    """``weighted_mean`` of ``project_and_expand(x, ...)``, chunk by chunk in time.
+class _FusedGroupSums(torch.autograd.Function):
+    """``weighted_group_sums`` of ``project_and_expand(x, ...)``, tile by tile.
 
     Neither the projected frames nor their polynomial are held whole or kept
-    by autograd: only ``x`` (which the gate's projection keeps anyway) and the
-    parameters are saved, and the backward pass recomputes each chunk and
-    differentiates it right away.
+    by autograd: only ``x`` (which the gate's projection keeps anyway), the
+    weights and the parameters are saved, and the backward pass recomputes
+    each tile and differentiates it right away.
     """
 
     @staticmethod
-    def forward(ctx, x, weights, chunk_size, expansion, *params):
+    def forward(ctx, x, weights, group, tile_size, expansion, *params):
         device_type = x.device.type
         # The recomputation in backward must see the same autocast as here.
         ctx.autocast = {
@@ -153,37 +174,44 @@ class _FusedPolynomialMean(torch.autograd.Function):
             "dtype": torch.get_autocast_dtype(device_type),
             "enabled": torch.is_autocast_enabled(device_type),
         }
-        state = 0
-        for start in range(0, x.shape[1], chunk_size):
-            stop = start + chunk_size
+        sums = None
+        for start, stop in time_tiles(x.shape[1], group, tile_size):
             poly = project_and_expand(x[:, start:stop], expansion, *params)
-            state = state + weighted_mean(weights[:, start:stop], poly)
+            tile_sums = weighted_group_sums(weights[:, start:stop], poly, group)
+            if sums is None:
+                groups = -(-x.shape[1] // group)
+                sums = poly.new_zeros(x.shape[0], groups, poly.shape[-1])
+            first = start // group
+            sums[:, first : first + tile_sums.shape[1]] += tile_sums
         ctx.save_for_backward(x, weights, *params)
-        ctx.chunk_size = chunk_size
+        ctx.group = group
+        ctx.tile_size = tile_size
         ctx.expansion = expansion
-        return state
+        return sums
 
     @staticmethod
-    def backward(ctx, grad_state):
+    def backward(ctx, grad_sums):
         x, weights, *params = ctx.saved_tensors
         # Autograd drops the gradients of inputs that do not need them.
         params = [p.detach().requires_grad_() for p in params]
         grad_x = torch.empty_like(x)
         grad_params = [torch.zeros_like(p) for p in params]
-        for start in range(0, x.shape[1], ctx.chunk_size):
-            stop = start + ctx.chunk_size
-            x_chunk = x[:, start:stop].detach().requires_grad_()
+        for start, stop in time_tiles(x.shape[1], ctx.group, ctx.tile_size):
+            x_tile = x[:, start:stop].detach().requires_grad_()
             with torch.enable_grad(), torch.autocast(**ctx.autocast):
-                poly = project_and_expand(x_chunk, ctx.expansion, *params)
-            # d(sum_t w_t P_t) / dP_t = w_t * grad_state
-            grad_poly = weights[:, start:stop, None] * grad_state[:, None, :]
-            grad_chunk, *grads = torch.autograd.grad(
-                poly, [x_chunk, *params], grad_poly.to(poly.dtype)
+                poly = project_and_expand(x_tile, ctx.expansion, *params)
+            # d(sum_t w_t P_t over group g) / dP_t = w_t * grad_sums[g]
+            group_of_frame = torch.arange(start, stop, device=x.device) // ctx.group
+            grad_poly = weights[:, start:stop, None] * grad_sums.index_select(
+                1, group_of_frame
             )
-            grad_x[:, start:stop] = grad_chunk
+            grad_tile, *grads = torch.autograd.grad(
+                poly, [x_tile, *params], grad_poly.to(poly.dtype)
+            )
+            grad_x[:, start:stop] = grad_tile
             for total, grad in zip(grad_params, grads, strict=True):
                 total += grad
-        return (grad_x, None, None, None, *grad_params)
+        return (grad_x, None, None, None, None, *grad_params)
 
 
 def frame_weights(key_padding_mask, batch, length, dtype, device):
@@ -226,15 +254,19 @@ class PoM(nn.Module):
     ``expand * d_model`` goes through a bounded activation and a learned power
     series. In both, the polynomial is averaged over the real frames of the
     utterance (the state) and each frame reads the state through a gate:
-    ``y_t = W_o (gate(x_t) * state)``.
+    ``y_t = W_o (gate(x_t) * state)``. The mixer is "aggregate, then select":
+    ``aggregate`` computes the states (one per utterance, per chunk or per
+    frame), ``select`` reads them back.
 
-    Cost with padding only (``attn_mask=None``): O(N * state width) time and
-    memory, no N x N tensor; the mean is accumulated chunk by chunk
-    (``fused=True``) so that neither the forward nor the backward pass holds
-    the whole polynomial. With an ``attn_mask`` (causal or chunked streaming
-    training) every frame gets its own mean over the frames it may see: this
-    is computed as an (N x N) by (N x width) product, O(N^2 * width) time and
-    O(N^2) memory, correct but no longer linear.
+    Cost with padding only (``attn_mask=None``) and with chunked or causal
+    training (``attn_mask`` a ``DynChunkTrainConfig``, see ``chunk_mean``):
+    O(N * state width) time and memory, no N x N tensor; the polynomial's sums
+    are accumulated tile by tile (``fused=True``) so that neither the forward
+    nor the backward pass holds the whole polynomial. With a tensor
+    ``attn_mask`` (any mask) every frame gets its own mean over the frames it
+    may see, as an (N x N) by (N x width) product: O(N^2 * width) time and
+    O(N^2) memory, correct but no longer linear (the reference for the others).
+    ``forward_streaming`` processes one chunk at a time in constant memory.
 
     Under bf16/fp16 autocast the polynomial and its mean are computed in
     float32: products of ``degree`` activations overflow low precision.
@@ -255,11 +287,14 @@ class PoM(nn.Module):
     dropout : float
         Dropout applied to the output.
     fused : bool
-        Accumulate the mean chunk by chunk and recompute the projection and the
+        Accumulate the sums tile by tile and recompute the projection and the
         polynomial in the backward pass (less memory). False materialises them
         (the plain path).
-    chunk_size : int
-        Number of frames per chunk of the fused path.
+    tile_size : int
+        Number of frames per tile of the fused path (a memory knob with no
+        effect on the result; unrelated to Dynamic Chunk Training's chunks).
+    chunk_size : None
+        Former name of ``tile_size``; giving it raises an error that says so.
 
     Example
     -------
@@ -269,6 +304,9 @@ class PoM(nn.Module):
     >>> out, attn = mixer(x, x, x, key_padding_mask=padding)
     >>> out.shape, attn
     (torch.Size([2, 50, 144]), None)
+    >>> chunks = DynChunkTrainConfig(chunk_size=8, left_context_size=2)
+    >>> mixer(x, x, x, attn_mask=chunks, key_padding_mask=padding)[0].shape
+    torch.Size([2, 50, 144])
     """
 
     def __init__(
@@ -279,9 +317,16 @@ class PoM(nn.Module):
         formulation="A",
         dropout=0.0,
         fused=True,
-        chunk_size=1024,
+        tile_size=1024,
+        chunk_size=None,
     ):
         super().__init__()
+        if chunk_size is not None:
+            raise ValueError(
+                "PoM's `chunk_size` (frames per tile of the fused mean) is now "
+                f"called `tile_size`: use tile_size={chunk_size}. Streaming "
+                "chunks are set by a DynChunkTrainConfig, not by the mixer."
+            )
         if formulation not in FORMULATIONS:
             raise ValueError(
                 f"PoM formulation must be one of {FORMULATIONS}, got {formulation!r}"
@@ -293,7 +338,7 @@ class PoM(nn.Module):
         self.degree = degree
         self.formulation = formulation
         self.fused = fused
-        self.chunk_size = chunk_size
+        self.tile_size = tile_size
         width = round(expand * d_model)
         state_width = degree * width if formulation == "A" else width
         self.expand_proj = nn.Linear(d_model, state_width)
@@ -327,8 +372,40 @@ class PoM(nn.Module):
             x, expansion, projection.weight, projection.bias, *params
         )
 
+    def group_sums(self, x, weights, group):
+        """Weighted sums of the polynomial of ``x`` over groups of frames.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Frames (batch, time, d_model).
+        weights : torch.Tensor
+            (batch, time) weight of each frame.
+        group : int
+            Frames per group (the last group may be shorter).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, ceil(time / group), width), float32 or wider.
+        """
+        if not self.fused:
+            return weighted_group_sums(weights, self.polynomial(x), group)
+        expansion, params = self.expansion()
+        projection = self.expand_proj
+        return _FusedGroupSums.apply(
+            x,
+            weights,
+            group,
+            self.tile_size,
+            expansion,
+            projection.weight,
+            projection.bias,
+            *params,
+        )
+
     def aggregate(self, x, key_padding_mask=None, attn_mask=None):
-        """The state: masked mean over time of the polynomial of the frames ``x``.
+        """The states: masked means over time of the polynomial of ``x``.
 
         Arguments
         ---------
@@ -336,44 +413,85 @@ class PoM(nn.Module):
             Frames (batch, time, d_model).
         key_padding_mask : torch.Tensor, optional
             (batch, time) boolean, True on padding.
-        attn_mask : torch.Tensor, optional
-            (time, time) or (batch, time, time); boolean True, or a float other
-            than 0, marks a frame that the query frame may not see.
+        attn_mask : torch.Tensor or DynChunkTrainConfig, optional
+            A config: frames see their chunk and its left context (linear
+            cost). A tensor, (time, time) or (batch, time, time): boolean
+            True, or a float other than 0, marks a frame that the query frame
+            may not see (quadratic cost).
 
         Returns
         -------
-        torch.Tensor
-            (batch, width) without attn_mask, (batch, time, width) with it, in
-            float32 or wider.
+        states : torch.Tensor
+            (batch, groups, width), in float32 or wider: one state for the
+            utterance, per chunk, or per frame (tensor mask).
+        frames_per_state : int
+            Consecutive frames that share a state (the last state may serve
+            fewer).
         """
         batch, length, _ = x.shape
         dtype = torch.promote_types(x.dtype, torch.float32)
         weights = frame_weights(key_padding_mask, batch, length, dtype, x.device)
+        if isinstance(attn_mask, DynChunkTrainConfig):
+            real = (weights > 0).to(dtype)
+            sums = self.group_sums(x, real, attn_mask.chunk_size)
+            return chunk_window_mean(sums, real, attn_mask), attn_mask.chunk_size
         if attn_mask is not None:
             allowed = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask == 0
             visible = allowed.to(dtype) * (weights > 0).to(dtype)[:, None, :]
             visible = visible / visible.sum(dim=-1, keepdim=True).clamp(min=1.0)
-            return weighted_mean(visible, self.polynomial(x))
-        if not self.fused:
-            return weighted_mean(weights, self.polynomial(x))
-        expansion, params = self.expansion()
-        projection = self.expand_proj
-        return _FusedPolynomialMean.apply(
-            x,
-            weights,
-            self.chunk_size,
-            expansion,
-            projection.weight,
-            projection.bias,
-            *params,
-        )
+            polynomial = self.polynomial(x)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return torch.matmul(visible.to(polynomial.dtype), polynomial), 1
+        return self.group_sums(x, weights, length), length
+
+    def select(self, x, states, frames_per_state):
+        """Each frame reads its state through its gate: ``W_o (gate * state)``.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Frames (batch, time, d_model).
+        states : torch.Tensor
+            (batch, groups, width), as returned by ``aggregate``.
+        frames_per_state : int
+            Consecutive frames that share a state.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time, d_model).
+        """
+        length = x.shape[1]
+        groups = states.shape[1]
+        if groups == 1:
+            # W_o (gate * state) = gate @ (state[:, None] * W_o^T): folding the
+            # state into W_o once avoids a (batch, time, width) product tensor.
+            gate = self.gate(x)
+            readout = states[:, 0, :, None] * self.out_proj.weight.t()
+            output = torch.bmm(gate, readout.to(gate.dtype))
+            if self.out_proj.bias is not None:
+                output = output + self.out_proj.bias
+            return output
+        # Pad the input (not the wider gate) to whole groups, so that a state
+        # broadcasts over its frames without being copied to each of them.
+        x = F.pad(x, (0, 0, 0, groups * frames_per_state - length))
+        gate = self.gate(x).unflatten(1, (groups, frames_per_state))
+        mixed = (gate * states[:, :, None].to(gate.dtype)).flatten(1, 2)
+        return self.out_proj(mixed)[:, :length]
+
+    def gate(self, x):
+        """The per-frame selection gate, (batch, time, width)."""
+        logits = self.gate_proj(x)
+        if self.formulation == "A":
+            return torch.sigmoid(logits)
+        return F.hardsigmoid(logits)
 
     def forward(
         self,
         query,
         key=None,
         value=None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | DynChunkTrainConfig | None = None,
         key_padding_mask: torch.Tensor | None = None,
         pos_embs: torch.Tensor | None = None,
         return_attn_weights: bool = True,
@@ -386,9 +504,11 @@ class PoM(nn.Module):
             (batch, time, d_model) frames to mix.
         key, value : torch.Tensor, optional
             Unused: PoM mixes a sequence with itself (SpeechBrain passes x, x, x).
-        attn_mask : torch.Tensor, optional
-            (time, time) or (batch, time, time) mask, True where a frame may
-            not see another (causal or chunked training). Quadratic cost.
+        attn_mask : torch.Tensor or DynChunkTrainConfig, optional
+            A ``DynChunkTrainConfig`` (``chunk_mean.CAUSAL`` for a causal
+            mask): each frame sees its chunk and the config's left context;
+            linear cost. A (time, time) or (batch, time, time) tensor, True
+            where a frame may not see another: any mask, quadratic cost.
         key_padding_mask : torch.Tensor, optional
             (batch, time) boolean, True on padding.
         pos_embs : torch.Tensor, optional
@@ -408,21 +528,48 @@ class PoM(nn.Module):
             # would otherwise reach the real frames (0 * nan = nan), in the
             # state and in the gradients of the projections.
             query = query.masked_fill(key_padding_mask[..., None], 0.0)
-        state = self.aggregate(query, key_padding_mask, attn_mask)
-        gate_logits = self.gate_proj(query)
-        gate = (
-            torch.sigmoid(gate_logits)
-            if self.formulation == "A"
-            else F.hardsigmoid(gate_logits)
-        )
-        if state.dim() == 3:
-            output = self.out_proj(gate * state.to(gate.dtype))
-        else:
-            # W_o (gate * state) = gate @ (state[:, None] * W_o^T): folding the
-            # state into W_o once per utterance avoids a (batch, time, width)
-            # product tensor.
-            readout = state[:, :, None] * self.out_proj.weight.t()
-            output = torch.bmm(gate, readout.to(gate.dtype))
-            if self.out_proj.bias is not None:
-                output = output + self.out_proj.bias
-        return self.dropout(output), None
+        states, frames_per_state = self.aggregate(query, key_padding_mask, attn_mask)
+        return self.dropout(self.select(query, states, frames_per_state)), None
+
+    def make_streaming_context(self, left_chunks):
+        """A blank streaming state for one stream (or a batch of streams).
+
+        Arguments
+        ---------
+        left_chunks : int or None
+            Chunks of left context, as ``DynChunkTrainConfig.left_context_size``.
+
+        Returns
+        -------
+        StreamingMean
+        """
+        return StreamingMean(left_chunks)
+
+    def forward_streaming(self, x, context):
+        """Mixes the next chunk of a stream, as the chunked training would.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            (batch, frames, d_model): the next chunk (``chunk_size`` frames,
+            fewer only for the last chunk), no padding.
+        context : StreamingMean
+            From ``make_streaming_context``; updated in place.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, frames, d_model).
+
+        Example
+        -------
+        >>> mixer = PoM(16).eval()
+        >>> context = mixer.make_streaming_context(left_chunks=None)
+        >>> mixer.forward_streaming(torch.rand(2, 4, 16), context).shape
+        torch.Size([2, 4, 16])
+        """
+        frames = x.shape[1]
+        weights = x.new_ones(x.shape[0], frames)
+        chunk_sum = self.group_sums(x, weights, frames)[:, 0]
+        state = context.update(chunk_sum, frames)
+        return self.dropout(self.select(x, state[:, None], frames))
