@@ -13,6 +13,7 @@ import soundfile as sf
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
+from speechbrain_pom.data import validation
 from speechbrain_pom.data.validation import DataPreparationError
 
 SPLITS = ("train-clean-100", "dev-clean", "test-clean")
@@ -227,3 +228,190 @@ def test_importable_through_recipe_symlink(tmp_path, monkeypatch, tiny_librispee
 
     csv_files = prepare_librispeech(tiny_librispeech, tmp_path / "save")
     assert os.path.isfile(csv_files["test-clean"])
+
+
+ALPHABET = " 'ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def rewrite_transcript_line(transcript_file, utterance_id, new_line):
+    with open(transcript_file, encoding="utf-8") as stream:
+        lines = stream.readlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith(utterance_id))
+    lines[index] = new_line
+    with open(transcript_file, "w", encoding="utf-8") as stream:
+        stream.writelines(lines)
+    return index + 1
+
+
+def test_transcripts_are_normalised(librispeech_prepare, corpus_copy, tmp_path):
+    flac_file, transcript_file = first_utterance(corpus_copy)
+    utterance_id = os.path.basename(flac_file)[:-5]
+    rewrite_transcript_line(
+        transcript_file, utterance_id, f"{utterance_id}  the\tCat  sat \n"
+    )
+    # A byte-order mark before the first ID of another transcript file.
+    other_flac, other_transcripts = first_utterance(corpus_copy, "dev-clean")
+    with open(other_transcripts, "rb") as stream:
+        content = stream.read()
+    with open(other_transcripts, "wb") as stream:
+        stream.write(b"\xef\xbb\xbf" + content)
+
+    csv_files = librispeech_prepare.prepare_librispeech(
+        corpus_copy, tmp_path, alphabet=ALPHABET
+    )
+    words = {row["ID"]: row["wrd"] for row in read_csv(csv_files["train-clean-100"])}
+    assert words[utterance_id] == "THE CAT SAT"
+    dev_ids = {row["ID"] for row in read_csv(csv_files["dev-clean"])}
+    assert os.path.basename(other_flac)[:-5] in dev_ids
+
+
+def test_character_outside_the_alphabet(librispeech_prepare, corpus_copy, tmp_path):
+    flac_file, transcript_file = first_utterance(corpus_copy)
+    utterance_id = os.path.basename(flac_file)[:-5]
+    line = rewrite_transcript_line(
+        transcript_file, utterance_id, f"{utterance_id} CAFÉ AT 9\n"
+    )
+    with pytest.raises(DataPreparationError) as error:
+        librispeech_prepare.prepare_librispeech(
+            corpus_copy, tmp_path / "save", alphabet=ALPHABET
+        )
+    assert f"{transcript_file} line {line}: '9É'" in str(error.value)
+    # Without an alphabet nothing is checked; with skip_bad_files it is skipped.
+    librispeech_prepare.prepare_librispeech(corpus_copy, tmp_path / "unchecked")
+    csv_files = librispeech_prepare.prepare_librispeech(
+        corpus_copy, tmp_path / "skipped", alphabet=ALPHABET, skip_bad_files=True
+    )
+    ids = {row["ID"] for row in read_csv(csv_files["train-clean-100"])}
+    assert len(ids) == 23 and utterance_id not in ids
+
+
+def test_transcript_not_utf8(librispeech_prepare, corpus_copy, tmp_path):
+    flac_file, transcript_file = first_utterance(corpus_copy)
+    with open(transcript_file, "ab") as stream:
+        stream.write("X CAFÉ\n".encode("latin-1"))
+    with pytest.raises(DataPreparationError, match=f"{transcript_file} is not UTF-8"):
+        librispeech_prepare.prepare_librispeech(
+            corpus_copy, tmp_path / "save", skip_bad_files=True
+        )
+
+
+def test_same_id_in_two_chapters(librispeech_prepare, corpus_copy, tmp_path):
+    flac_file, transcript_file = first_utterance(corpus_copy)
+    utterance_id = os.path.basename(flac_file)[:-5]
+    other_chapter = os.path.join(os.path.dirname(os.path.dirname(flac_file)), "999")
+    os.makedirs(other_chapter)
+    copy = shutil.copy(flac_file, other_chapter)
+    with open(transcript_file, encoding="utf-8") as stream:
+        line = next(line for line in stream if line.startswith(utterance_id))
+    with open(os.path.join(other_chapter, "x-999.trans.txt"), "w") as stream:
+        stream.write(line)
+    with pytest.raises(DataPreparationError) as error:
+        librispeech_prepare.prepare_librispeech(corpus_copy, tmp_path)
+    message = str(error.value)
+    assert "utterance ID found twice in the split (1)" in message
+    assert flac_file in message and copy in message and transcript_file in message
+
+
+def test_empty_split_is_an_error(librispeech_prepare, corpus_copy, tmp_path):
+    os.makedirs(os.path.join(corpus_copy, "test-other"))
+    with pytest.raises(DataPreparationError, match="No usable utterance.*test-other"):
+        librispeech_prepare.prepare_librispeech(
+            corpus_copy, tmp_path, te_splits=["test-other"]
+        )
+    assert not glob.glob(str(tmp_path / "*.csv"))
+
+
+def test_split_with_every_row_skipped(librispeech_prepare, corpus_copy, tmp_path):
+    for flac_file in glob.glob(os.path.join(corpus_copy, "dev-clean/*/*/*.flac")):
+        damage_too_short(flac_file, None)
+    with pytest.raises(DataPreparationError) as error:
+        librispeech_prepare.prepare_librispeech(
+            corpus_copy, tmp_path, skip_bad_files=True
+        )
+    assert "dev-clean" in str(error.value) and "(6 utterance(s) skipped" in str(
+        error.value
+    )
+    assert not glob.glob(str(tmp_path / "*.csv"))
+
+
+def test_symlink_loops_and_dangling_links(
+    librispeech_prepare, corpus_copy, tmp_path, caplog
+):
+    speaker_folder = os.path.dirname(os.path.dirname(first_utterance(corpus_copy)[0]))
+    loop = os.path.join(speaker_folder, "loop")
+    os.symlink(speaker_folder, loop)
+    dangling = os.path.join(speaker_folder, "gone.flac")
+    os.symlink(os.path.join(tmp_path, "nowhere.flac"), dangling)
+    for _ in range(2):  # the second run reads what the first one cached
+        with caplog.at_level(logging.WARNING):
+            csv_files = librispeech_prepare.prepare_librispeech(corpus_copy, tmp_path)
+        assert loop in caplog.text and dangling in caplog.text
+        assert len(read_csv(csv_files["train-clean-100"])) == 24
+        caplog.clear()
+
+
+def test_second_run_decodes_only_changed_files(
+    librispeech_prepare, corpus_copy, tmp_path, monkeypatch
+):
+    csv_files = librispeech_prepare.prepare_librispeech(corpus_copy, tmp_path)
+    decoded = []
+    real_decode = validation.decode_audio
+    monkeypatch.setattr(
+        validation,
+        "decode_audio",
+        lambda path: decoded.append(path) or real_decode(path),
+    )
+    librispeech_prepare.prepare_librispeech(corpus_copy, tmp_path)
+    assert decoded == []
+
+    # Damaged in place, its modification time put back: still caught.
+    flac_file, transcript_file = first_utterance(corpus_copy)
+    stat = os.stat(flac_file)
+    damage_truncated(flac_file, transcript_file)
+    os.utime(flac_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(DataPreparationError, match=flac_file):
+        librispeech_prepare.prepare_librispeech(corpus_copy, tmp_path)
+    assert decoded == [flac_file]
+    assert len(read_csv(csv_files["train-clean-100"])) == 24  # left as it was
+
+
+def test_speechbrain_arguments(librispeech_prepare, corpus_copy, tmp_path):
+    csv_files = librispeech_prepare.prepare_librispeech(
+        corpus_copy,
+        tmp_path,
+        tr_splits=["train-clean-100"],
+        dev_splits=["dev-clean"],
+        te_splits=["test-clean"],
+        select_n_sentences=[5, 2, 3],
+        merge_lst=["train-clean-100", "dev-clean"],
+        merge_name="train.csv",
+    )
+    counts = {split: len(read_csv(path)) for split, path in csv_files.items()}
+    assert counts == {"train-clean-100": 5, "dev-clean": 2, "test-clean": 3}
+    merged = read_csv(tmp_path / "train.csv")
+    assert [row["ID"] for row in merged] == [
+        row["ID"]
+        for split in ("train-clean-100", "dev-clean")
+        for row in read_csv(csv_files[split])
+    ]
+    one_number = librispeech_prepare.prepare_librispeech(
+        corpus_copy, tmp_path / "four", select_n_sentences=4
+    )
+    assert all(len(read_csv(path)) == 4 for path in one_number.values())
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        ({"create_lexicon": True}, "create_lexicon"),
+        ({"merge_lst": ["dev-clean"]}, "merge_name"),
+        ({"merge_lst": ["train-other-500"], "merge_name": "a.csv"}, "train-other-500"),
+        ({"select_n_sentences": [1, 2]}, "select_n_sentences"),
+    ],
+)
+def test_unsupported_arguments_are_refused(
+    librispeech_prepare, tiny_librispeech, tmp_path, arguments, named
+):
+    with pytest.raises(ValueError, match=named):
+        librispeech_prepare.prepare_librispeech(tiny_librispeech, tmp_path, **arguments)
+    assert not os.listdir(tmp_path)

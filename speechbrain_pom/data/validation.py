@@ -360,7 +360,7 @@ def _save_audio_cache(cache, cache_file):
     """Writes the decode cache atomically, dropping files that are gone."""
     kept = {path: entry for path, entry in cache.items() if os.path.exists(path)}
     os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
-    tmp_file = cache_file + ".tmp"
+    tmp_file = f"{cache_file}.tmp"
     with open(tmp_file, "w", encoding="utf-8") as stream:
         json.dump({"header": _cache_header(), "files": kept}, stream)
     os.replace(tmp_file, cache_file)
@@ -511,7 +511,7 @@ def write_csv(rows, csv_file, fieldnames=CSV_FIELDS):
             if stream.read() == content:
                 return False
     os.makedirs(os.path.dirname(os.path.abspath(csv_file)), exist_ok=True)
-    tmp_file = csv_file + ".tmp"
+    tmp_file = f"{csv_file}.tmp"
     with open(tmp_file, "w", newline="", encoding="utf-8") as stream:
         stream.write(content)
     os.replace(tmp_file, csv_file)
