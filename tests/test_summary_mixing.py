@@ -4,8 +4,13 @@ import pytest
 import torch
 from speechbrain.lobes.models.transformer.Conformer import ConformerEncoderLayer
 from speechbrain.lobes.models.transformer.Transformer import get_lookahead_mask
+from speechbrain.lobes.models.transformer.TransformerASR import (
+    make_transformer_src_mask,
+)
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from speechbrain_pom.nnet.chunk_mean import CAUSAL
 from speechbrain_pom.nnet.summary_mixing import SummaryMixing
 
 D_MODEL = 16
@@ -315,3 +320,88 @@ def test_drop_in_for_conformer_self_attention():
     assert out.shape == x.shape
     assert attn is None
     assert torch.isfinite(out).all()
+
+
+# ------------------------------------------- linear chunked path, streaming
+
+EXACT = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def outputs_and_grads(mixer, x, attn_mask, pad):
+    """Output and gradients (input, parameters) of a fixed projection of it."""
+    x = x.clone().requires_grad_()
+    out, _ = mixer(x, None, None, attn_mask=attn_mask, key_padding_mask=pad)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    (out * weights)[~pad].sum().backward()
+    grads = {name: p.grad.clone() for name, p in mixer.named_parameters()}
+    mixer.zero_grad(set_to_none=True)
+    return out.detach(), x.grad, grads
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+@pytest.mark.parametrize("left_chunks", [None, 0, 2])
+def test_chunked_config_equals_quadratic_mask(mode, chunk, left_chunks):
+    """The linear path equals the (T x T) mask path: outputs and gradients."""
+    mixer = make_mixer(mode).double()
+    frames = 13  # a multiple of no chunk size but 1: a partial last chunk
+    x = torch.randn(3, frames, D_MODEL, dtype=torch.float64)
+    x[1, 9:] = 30.0  # padding content must not matter
+    pad = padding_mask([13, 9, 2], frames)
+    config = DynChunkTrainConfig(chunk_size=chunk, left_context_size=left_chunks)
+    mask = make_transformer_src_mask(x, dynchunktrain_config=config)
+    linear = outputs_and_grads(mixer, x, config, pad)
+    quadratic = outputs_and_grads(mixer, x, mask, pad)
+    torch.testing.assert_close(linear[0][~pad], quadratic[0][~pad], **EXACT)
+    torch.testing.assert_close(linear[1], quadratic[1], **EXACT)
+    for name, grad in quadratic[2].items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(linear[2][name], grad, **EXACT, msg=name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_causal_config_equals_causal_mask(mode):
+    mixer = make_mixer(mode).double()
+    x = torch.randn(2, 10, D_MODEL, dtype=torch.float64)
+    pad = padding_mask([10, 6], 10)
+    linear = outputs_and_grads(mixer, x, CAUSAL, pad)
+    quadratic = outputs_and_grads(mixer, x, get_lookahead_mask(x), pad)
+    for got, expected in zip(linear[:2], quadratic[:2], strict=True):
+        torch.testing.assert_close(got, expected, **EXACT)
+
+
+@pytest.mark.parametrize("left_chunks", [None, 2])
+def test_chunked_path_never_builds_frames_by_frames(left_chunks):
+    mixer = make_mixer().train()
+    frames = 37
+    x = torch.randn(2, frames, D_MODEL, requires_grad=True)
+    config = DynChunkTrainConfig(chunk_size=2, left_context_size=left_chunks)
+    recorder = OpRecorder()
+    with recorder:
+        out, _ = mixer(
+            x, x, x, attn_mask=config, key_padding_mask=padding_mask([37, 20], 37)
+        )
+        out.pow(2).sum().backward()
+    assert any("backward" in op for op, _, _ in recorder.outputs)
+    shapes = [shape for _, shape, _ in recorder.outputs]
+    assert all(sum(size >= frames for size in shape) < 2 for shape in shapes)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("left_chunks", [None, 0, 2])
+def test_streaming_equals_chunked_training(mode, left_chunks):
+    mixer = make_mixer(mode)
+    chunk = 3
+    x = torch.randn(2, 11, D_MODEL)
+    config = DynChunkTrainConfig(chunk_size=chunk, left_context_size=left_chunks)
+    context = mixer.make_streaming_context(left_chunks)
+    with torch.no_grad():
+        expected, _ = mixer(x, x, x, attn_mask=config)
+        streamed = torch.cat(
+            [
+                mixer.forward_streaming(x[:, start : start + chunk], context)
+                for start in range(0, 11, chunk)
+            ],
+            dim=1,
+        )
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-6)

@@ -14,8 +14,15 @@ Authors
 """
 
 import torch
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch import nn
 from torch.nn import functional as F
+
+from speechbrain_pom.nnet.chunk_mean import (
+    StreamingMean,
+    chunk_window_mean,
+    weighted_group_sums,
+)
 
 MODES = ("SummaryMixing", "SummaryMixing-lite")
 
@@ -39,9 +46,12 @@ class SummaryMixing(nn.Module):
     avoids materialising a (B, T, local_hidden + summary_hidden) tensor.
 
     Cost: O(T) time and memory with no ``attn_mask`` (with or without
-    ``key_padding_mask``). With an ``attn_mask`` (causal or chunked
-    streaming), every frame gets its own summary over the frames it may see,
-    computed with a (B, T, T) matrix product: O(T^2) time and memory.
+    ``key_padding_mask``) and with a ``DynChunkTrainConfig`` as ``attn_mask``
+    (chunked or causal training: one summary per chunk, over the chunk and its
+    left context, see ``chunk_mean``). With a tensor ``attn_mask`` (any mask)
+    every frame gets its own summary over the frames it may see, computed
+    with a (B, T, T) matrix product: O(T^2) time and memory.
+    ``forward_streaming`` processes one chunk at a time in constant memory.
 
     Arguments
     ---------
@@ -74,6 +84,9 @@ class SummaryMixing(nn.Module):
     torch.Size([2, 50, 144])
     >>> lite = SummaryMixing(144, mode="SummaryMixing-lite")
     >>> lite(x, x, x)[0].shape
+    torch.Size([2, 50, 144])
+    >>> chunks = DynChunkTrainConfig(chunk_size=8, left_context_size=None)
+    >>> mixer(x, x, x, attn_mask=chunks, key_padding_mask=padding)[0].shape
     torch.Size([2, 50, 144])
     """
 
@@ -108,7 +121,7 @@ class SummaryMixing(nn.Module):
         query: torch.Tensor,
         key: torch.Tensor,
         value: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | DynChunkTrainConfig | None = None,
         key_padding_mask: torch.Tensor | None = None,
         pos_embs: torch.Tensor | None = None,
         return_attn_weights: bool = True,
@@ -128,13 +141,15 @@ class SummaryMixing(nn.Module):
             Ignored.
         value : torch.Tensor
             Ignored.
-        attn_mask : torch.Tensor, optional
-            (T, T) or (B, T, T) mask saying which frames each query frame may
-            summarise: either bool, True = not allowed (as built by
-            ``make_transformer_src_mask``), or float additive, 0 = allowed and
-            -inf = not allowed (as built by ``get_lookahead_mask``). Frame t
-            then uses the mean over its allowed, non-padded frames. Costs
-            O(T^2).
+        attn_mask : torch.Tensor or DynChunkTrainConfig, optional
+            A ``DynChunkTrainConfig`` (``chunk_mean.CAUSAL`` for a causal
+            mask): each frame summarises its chunk and the config's left
+            context; O(T). A (T, T) or (B, T, T) tensor saying which frames
+            each query frame may summarise: either bool, True = not allowed
+            (as built by ``make_transformer_src_mask``), or float additive,
+            0 = allowed and -inf = not allowed (as built by
+            ``get_lookahead_mask``); costs O(T^2). Frame t then uses the mean
+            over its allowed, non-padded frames.
         key_padding_mask : torch.Tensor, optional
             (B, T) bool, True = padding. Padded frames are excluded from the
             summary.
@@ -155,8 +170,29 @@ class SummaryMixing(nn.Module):
             # masked_fill rather than a multiply, so that non-finite padding
             # content cannot leak into the summary (0 * nan = nan).
             summary = summary.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
-        summary_mean = self._summary_mean(summary, attn_mask, key_padding_mask)
+        summary_mean, frames_per_mean = self._summary_mean(
+            summary, attn_mask, key_padding_mask
+        )
+        return self._combine(query, summary_mean, frames_per_mean), None
 
+    def _combine(self, query, summary_mean, frames_per_mean):
+        """y_t = c([f(x_t), s_bar]), each frame with its summary mean.
+
+        Arguments
+        ---------
+        query : torch.Tensor
+            (B, T, d_model) input frames.
+        summary_mean : torch.Tensor
+            (B, groups, summary_hidden): one mean per group of frames.
+        frames_per_mean : int
+            Consecutive frames that share a mean (the last may serve fewer).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, T, d_model).
+        """
+        frames = query.shape[1]
         if self.mode == "SummaryMixing":
             local = self.activation(self.local_transform(query))
             local_weight = self.combiner.weight[:, : self.local_hidden]
@@ -164,35 +200,86 @@ class SummaryMixing(nn.Module):
             # Same result as the combiner over concat([local, summary_mean]),
             # without broadcasting the summary to every frame first.
             local_part = F.linear(local, local_weight, self.combiner.bias)
-            combined = local_part + F.linear(summary_mean, summary_weight)
+            summary_part = F.linear(summary_mean, summary_weight)
         else:
-            combined = self.combiner(summary_mean).expand(-1, query.shape[1], -1)
+            local_part = 0.0
+            summary_part = self.combiner(summary_mean)
+        if summary_part.shape[1] == 1:
+            summary_part = summary_part.expand(-1, frames, -1)
+        else:
+            summary_part = summary_part.repeat_interleave(frames_per_mean, dim=1)
+        combined = local_part + summary_part[:, :frames]
+        return self.dropout(self.activation(combined))
 
-        output = self.dropout(self.activation(combined))
-        return output, None
+    def make_streaming_context(self, left_chunks):
+        """A blank streaming state for one stream (or a batch of streams).
+
+        Arguments
+        ---------
+        left_chunks : int or None
+            Chunks of left context, as ``DynChunkTrainConfig.left_context_size``.
+
+        Returns
+        -------
+        StreamingMean
+        """
+        return StreamingMean(left_chunks)
+
+    def forward_streaming(self, x, context):
+        """Mixes the next chunk of a stream, as the chunked training would.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            (B, frames, d_model): the next chunk (``chunk_size`` frames, fewer
+            only for the last chunk), no padding.
+        context : StreamingMean
+            From ``make_streaming_context``; updated in place.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, frames, d_model).
+
+        Example
+        -------
+        >>> mixer = SummaryMixing(16).eval()
+        >>> context = mixer.make_streaming_context(left_chunks=2)
+        >>> mixer.forward_streaming(torch.rand(2, 4, 16), context).shape
+        torch.Size([2, 4, 16])
+        """
+        summary = self.activation(self.summary_transform(x))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            chunk_sum = summary.to(torch.promote_types(summary.dtype, torch.float32))
+            chunk_sum = chunk_sum.sum(dim=1)
+        summary_mean = context.update(chunk_sum, x.shape[1]).to(summary.dtype)
+        return self._combine(x, summary_mean[:, None], x.shape[1])
 
     def _summary_mean(
         self,
         summary: torch.Tensor,
-        attn_mask: torch.Tensor | None,
+        attn_mask: torch.Tensor | DynChunkTrainConfig | None,
         key_padding_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, int]:
         """Averages ``summary`` over the frames each query frame may see.
 
         Arguments
         ---------
         summary : torch.Tensor
             (B, T, summary_hidden) per-frame summaries, zero on padded frames.
-        attn_mask : torch.Tensor, optional
+        attn_mask : torch.Tensor or DynChunkTrainConfig, optional
             See ``forward``.
         key_padding_mask : torch.Tensor, optional
             See ``forward``.
 
         Returns
         -------
-        torch.Tensor
-            (B, 1, summary_hidden) without ``attn_mask``, otherwise
-            (B, T, summary_hidden); same dtype as ``summary``.
+        mean : torch.Tensor
+            (B, 1, summary_hidden) without ``attn_mask``, (B, chunks,
+            summary_hidden) with a ``DynChunkTrainConfig``, (B, T,
+            summary_hidden) with a tensor mask; same dtype as ``summary``.
+        frames_per_mean : int
+            Consecutive frames that share a mean (the last may serve fewer).
         """
         batch, frames, _ = summary.shape
         # Sums over thousands of frames lose precision in half precision, so
@@ -200,7 +287,16 @@ class SummaryMixing(nn.Module):
         accumulate_dtype = torch.promote_types(summary.dtype, torch.float32)
         with torch.autocast(device_type=summary.device.type, enabled=False):
             summary_acc = summary.to(accumulate_dtype)
-            if attn_mask is None:
+            if isinstance(attn_mask, DynChunkTrainConfig):
+                if key_padding_mask is None:
+                    real = summary_acc.new_ones(batch, frames)
+                else:
+                    real = (~key_padding_mask).to(accumulate_dtype)
+                size = attn_mask.chunk_size
+                sums = weighted_group_sums(real, summary_acc, size)
+                mean, frames_per_mean = chunk_window_mean(sums, real, attn_mask), size
+            elif attn_mask is None:
+                frames_per_mean = frames
                 if key_padding_mask is None:
                     mean = summary_acc.mean(dim=1, keepdim=True)
                 else:
@@ -210,6 +306,7 @@ class SummaryMixing(nn.Module):
                     total = summary_acc.sum(dim=1, keepdim=True)
                     mean = total / real_frames.clamp(min=1)
             else:
+                frames_per_mean = 1
                 if attn_mask.dtype == torch.bool:
                     allowed = ~attn_mask
                 else:
@@ -221,4 +318,4 @@ class SummaryMixing(nn.Module):
                 # A frame that may see nothing gets a zero summary, not a nan.
                 weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1)
                 mean = torch.bmm(weights, summary_acc)
-        return mean.to(summary.dtype)
+        return mean.to(summary.dtype), frames_per_mean
