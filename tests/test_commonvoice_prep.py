@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -166,3 +167,151 @@ def test_missing_column_is_an_error(common_voice_prepare, commonvoice_copy, tmp_
     write_tsv(tsv_file, rows)
     with pytest.raises(DataPreparationError, match="client_id"):
         common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path / "save")
+
+
+def truncate_copy(source, destination):
+    with open(source, "rb") as stream:
+        content = stream.read()
+    with open(destination, "wb") as stream:
+        stream.write(content[: len(content) // 2])
+
+
+def test_rows_that_cannot_be_used(
+    common_voice_prepare, commonvoice_copy, tmp_path, caplog
+):
+    clips = os.path.join(commonvoice_copy, "clips")
+    tsv_file = os.path.join(commonvoice_copy, "train.tsv")
+    rows = read_table(tsv_file, "\t")
+    n_rows = len(rows)
+    rows[3]["sentence"] = "He was 42 years old."
+    rows[4]["sentence"] = "A tab\tinside, unquoted"
+    rows.append({**rows[5]})
+    rows.append({**rows[1], "path": "../train.tsv"})
+    rows.append({**rows[1], "path": "/etc/hostname"})
+    truncate_copy(os.path.join(clips, rows[0]["path"]), os.path.join(clips, "cut.mp3"))
+    rows.append({**rows[1], "path": "cut.mp3"})
+    sf.write(os.path.join(clips, "short.mp3"), np.zeros(4800), 48000, format="MP3")
+    rows.append({**rows[1], "path": "short.mp3"})
+    write_tsv(tsv_file, rows)
+    # A spreadsheet export quotes a field that holds a tab: read as one field.
+    with open(tsv_file, encoding="utf-8") as stream:
+        lines = stream.readlines()
+    fields = lines[3].split("\t")
+    fields[3] = '"Tabs\tand ""quotes"", read right"'
+    lines[3] = "\t".join(fields)
+    with open(tsv_file, "w", encoding="utf-8") as stream:
+        stream.writelines(lines)
+    # A clip of train listed again in dev.
+    dev_tsv = os.path.join(commonvoice_copy, "dev.tsv")
+    dev_rows = read_table(dev_tsv, "\t")
+    write_tsv(dev_tsv, [*dev_rows, {**dev_rows[0], "path": rows[6]["path"]}])
+
+    with caplog.at_level(logging.WARNING):
+        report = common_voice_prepare.prepare_common_voice(
+            commonvoice_copy, tmp_path, alphabet=" 'ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        )
+    assert report["train"]["skipped"] == {
+        "digits in the sentence (numbers are not spelled out)": [
+            f"{rows[3]['path']} ('He was 42 years old.')"
+        ],
+        "wrong number of columns": ["train.tsv line 6"],
+        "clip listed twice": [
+            f"{rows[5]['path']} (train.tsv line {n_rows + 2}, first on "
+            "train.tsv line 7)"
+        ],
+        "path outside clips/": [
+            f"../train.tsv (train.tsv line {n_rows + 3})",
+            f"/etc/hostname (train.tsv line {n_rows + 4})",
+        ],
+        "audio truncated (fewer samples decode than its header announces)": ["cut.mp3"],
+        "audio shorter than 0.25 s": ["short.mp3"],
+    }
+    assert report["train"]["n_rows"] == n_rows - 2
+    words = {row["ID"]: row["wrd"] for row in read_table(tmp_path / "train.csv")}
+    assert words[rows[2]["path"][: -len(".mp3")]] == "TABS AND QUOTES READ RIGHT"
+    assert report["dev"]["skipped"] == {
+        "clip listed twice": [
+            f"{rows[6]['path']} (dev.tsv line {len(dev_rows) + 2}, first on "
+            "train.tsv line 8)"
+        ]
+    }
+    assert "train: skipped 7 of" in caplog.text and "dev: skipped 1 of" in caplog.text
+
+
+def test_alphabet_and_accents(common_voice_prepare, commonvoice_copy, tmp_path):
+    tsv_file = os.path.join(commonvoice_copy, "test.tsv")
+    rows = read_table(tsv_file, "\t")
+    rows[0]["sentence"] = "Un café crème"
+    write_tsv(tsv_file, rows)
+    clip = rows[0]["path"]
+    alphabet = " 'ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    kept = common_voice_prepare.prepare_common_voice(
+        commonvoice_copy, tmp_path / "kept", accented_letters=True, alphabet=alphabet
+    )
+    assert kept["test"]["skipped"] == {
+        "characters outside the alphabet": [f"{clip} ('ÈÉ')"]
+    }
+    common_voice_prepare.prepare_common_voice(
+        commonvoice_copy,
+        tmp_path / "stripped",
+        accented_letters=False,
+        alphabet=alphabet,
+    )
+    words = {
+        row["ID"]: row["wrd"] for row in read_table(tmp_path / "stripped/test.csv")
+    }
+    assert words[clip[: -len(".mp3")]] == "UN CAFE CREME"
+
+
+def test_bad_rows_are_errors_without_skip_bad_files(
+    common_voice_prepare, commonvoice_copy, tmp_path
+):
+    tsv_file = os.path.join(commonvoice_copy, "dev.tsv")
+    rows = read_table(tsv_file, "\t")
+    rows[1]["sentence"] = "Route 66"
+    write_tsv(tsv_file, rows)
+    with pytest.raises(DataPreparationError) as error:
+        common_voice_prepare.prepare_common_voice(
+            commonvoice_copy, tmp_path, skip_bad_files=False
+        )
+    assert f"{rows[1]['path']} ('Route 66')" in str(error.value)
+    assert not glob.glob(str(tmp_path / "*.csv"))
+
+
+def test_tsv_encodings(common_voice_prepare, commonvoice_copy, tmp_path):
+    tsv_file = os.path.join(commonvoice_copy, "train.tsv")
+    with open(tsv_file, "rb") as stream:
+        content = stream.read()
+    with open(tsv_file, "wb") as stream:  # a byte-order mark before "client_id"
+        stream.write(b"\xef\xbb\xbf" + content)
+    report = common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path)
+    assert report["train"]["skipped"] == {}
+
+    with open(tsv_file, "ab") as stream:
+        stream.write("x\tx.mp3\tx\tCafé\n".encode("latin-1"))
+    n_lines = content.count(b"\n") + 1
+    with pytest.raises(
+        DataPreparationError, match=f"{tsv_file} is not UTF-8 text .line {n_lines}"
+    ):
+        common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path)
+
+
+def test_split_without_usable_rows(common_voice_prepare, commonvoice_copy, tmp_path):
+    dev_tsv = os.path.join(commonvoice_copy, "dev.tsv")
+    rows = read_table(dev_tsv, "\t")
+    write_tsv(dev_tsv, [{**row, "sentence": "1, 2, 3"} for row in rows])
+    with pytest.raises(DataPreparationError, match=f"No usable row in {dev_tsv}"):
+        common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path)
+    with open(dev_tsv, "w", encoding="utf-8") as stream:  # the header only
+        stream.write("\t".join(rows[0]) + "\n")
+    with pytest.raises(DataPreparationError, match=f"No usable row in {dev_tsv}"):
+        common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path)
+    assert not glob.glob(str(tmp_path / "*.csv"))
+
+
+def test_convert_to_wav_is_refused(common_voice_prepare, tiny_commonvoice, tmp_path):
+    with pytest.raises(ValueError, match="convert_to_wav"):
+        common_voice_prepare.prepare_common_voice(
+            tiny_commonvoice, tmp_path, convert_to_wav=True
+        )
+    assert not os.listdir(tmp_path)
