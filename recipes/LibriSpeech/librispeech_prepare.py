@@ -274,8 +274,9 @@ def _check_unique_ids(rows, csv_name):
 def _read_transcripts(transcript_files, alphabet):
     """Reads and normalises the transcript lines of a split.
 
-    Returns ``{utterance_id: [(text, "file line n"), ...]}`` (one entry per
-    line that holds the ID) and a list of ``(reason, name)`` problems.
+    Returns ``{utterance_id: [(text, "<file> line <n>", outside), ...]}``
+    (one entry per line that holds the ID; ``outside``: its characters that
+    are not in the alphabet) and a list of ``(reason, name)`` problems.
     """
     transcripts, problems = {}, []
     for transcript_file in transcript_files:
@@ -310,9 +311,8 @@ def _scan_split(data_folder, split, alphabet, min_duration, n_sentences, cache_f
     audio_files = {}
     for path in files:
         if path.endswith(".flac"):
-            audio_files.setdefault(os.path.basename(path)[: -len(".flac")], []).append(
-                path
-            )
+            utterance_id = os.path.basename(path)[: -len(".flac")]
+            audio_files.setdefault(utterance_id, []).append(path)
 
     usable_ids = []
     for utterance_id in sorted(set(audio_files) | set(transcripts)):

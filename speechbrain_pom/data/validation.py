@@ -297,26 +297,25 @@ def check_audio_files(
     [(None, 'unreadable')]
     """
     cache = _load_audio_cache(cache_file)
-    signatures = [_file_signature(path) for path in paths]
+    # Signatures taken before decoding: a file changed meanwhile is decoded again
+    # next time instead of keeping stale results under its new signature.
+    signatures = {os.path.abspath(path): _file_signature(path) for path in paths}
     to_decode = sorted(
-        {
-            os.path.abspath(path)
-            for path, signature in zip(paths, signatures, strict=True)
-            if signature is not None
-            and cache.get(os.path.abspath(path), [None])[0] != signature
-        }
+        path
+        for path, signature in signatures.items()
+        if signature is not None and cache.get(path, [None])[0] != signature
     )
     for path, facts in zip(to_decode, _decode_all(to_decode), strict=True):
-        cache[path] = [_file_signature(path), *facts]
+        cache[path] = [signatures[path], *facts]
     if cache_file is not None and to_decode:
         _save_audio_cache(cache, cache_file)
     results = []
-    for path, signature in zip(paths, signatures, strict=True):
-        if signature is None:  # vanished, or a dangling symlink
+    for path in map(os.path.abspath, paths):
+        if signatures[path] is None:  # vanished, or a dangling symlink
             results.append((None, UNREADABLE))
-            continue
-        facts = AudioFacts(*cache[os.path.abspath(path)][1:])
-        results.append(judge_audio(facts, expected_sample_rate, min_duration))
+        else:
+            facts = AudioFacts(*cache[path][1:])
+            results.append(judge_audio(facts, expected_sample_rate, min_duration))
     return results
 
 
