@@ -1,9 +1,16 @@
 """Tests for speechbrain_pom.lobes.mixer_transformer (mixer-selectable Conformer)."""
 
+from collections import deque
+
 import pytest
 import torch
 from speechbrain.lobes.models.transformer.Conformer import ConformerEncoderLayer
-from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+from speechbrain.lobes.models.transformer.Transformer import get_lookahead_mask
+from speechbrain.lobes.models.transformer.TransformerASR import (
+    TransformerASR,
+    make_transformer_src_mask,
+)
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from speechbrain_pom.lobes.mixer_transformer import (
     MIXERS,
@@ -12,6 +19,7 @@ from speechbrain_pom.lobes.mixer_transformer import (
     MixerTransformerASR,
     build_mixer,
 )
+from speechbrain_pom.nnet.chunk_mean import CAUSAL
 from speechbrain_pom.nnet.pom import PoM
 from speechbrain_pom.nnet.summary_mixing import SummaryMixing
 
@@ -338,3 +346,159 @@ def test_checkpoint_holds_only_what_the_model_uses(mixer):
     if mixer != "pom":
         model.load_state_dict(old_state)
     model.load_state_dict({**state, DECODER_POSITIONS: torch.zeros(1, 100000, 64)})
+
+
+# -------------------------------------------------- chunked training, streaming
+
+STREAM_SETTINGS = {**SETTINGS, "d_model": 16, "nhead": 2, "d_ffn": 32, "kernel_size": 5}
+STREAM_TOL = {"rtol": 1e-5, "atol": 1e-5}  # float32, another summation order
+
+
+def build_small(mixer, **overrides):
+    torch.manual_seed(0)
+    net = MixerTransformerASR(mixer=mixer, **{**STREAM_SETTINGS, **overrides})
+    return net.eval()
+
+
+def encode_with_tensor_mask(net, x, wav_lens, attn_mask, config):
+    """The same layers driven with a (time, time) mask: the quadratic path."""
+    pad = padding_from_wav_lens(wav_lens, x.shape[1])
+    h = net.custom_src_module(x)
+    for layer in net.encoder.layers:
+        h, _ = layer(
+            h, src_mask=attn_mask, src_key_padding_mask=pad, dynchunktrain_config=config
+        )
+    return net.encoder.norm(h)
+
+
+@pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
+@pytest.mark.parametrize("left_chunks", [None, 1])
+def test_chunked_encode_equals_quadratic_mask(mixer, left_chunks):
+    net = build_small(mixer)
+    x = torch.randn(2, 14, INPUT_SIZE)
+    wav_lens = torch.tensor([1.0, 0.75])
+    config = DynChunkTrainConfig(chunk_size=4, left_context_size=left_chunks)
+    mask = make_transformer_src_mask(x, dynchunktrain_config=config)
+    with torch.no_grad():
+        out = net.encode(x, wav_lens, dynchunktrain_config=config)
+        expected = encode_with_tensor_mask(net, x, wav_lens, mask, config)
+    real = ~padding_from_wav_lens(wav_lens, 14)
+    torch.testing.assert_close(out[real], expected[real], **STREAM_TOL)
+
+
+@pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
+def test_causal_encode_equals_causal_mask(mixer):
+    net = build_small(mixer, causal=True)
+    x = torch.randn(2, 9, INPUT_SIZE)
+    wav_lens = torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        out = net.encode(x, wav_lens)
+        expected = encode_with_tensor_mask(
+            net, x, wav_lens, get_lookahead_mask(x), None
+        )
+    real = ~padding_from_wav_lens(wav_lens, 9)
+    torch.testing.assert_close(out[real], expected[real], **STREAM_TOL)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_config_reaches_the_mixer_not_a_mask(causal):
+    net = build_small("pom", causal=causal)
+    spies = []
+    for layer in net.encoder.layers:
+        spies.append(Spy(inner=layer.mha_layer))
+        layer.mha_layer = spies[-1]
+    config = None if causal else DynChunkTrainConfig(4, 2)
+    with torch.no_grad():
+        net.encode(torch.randn(1, 10, INPUT_SIZE), dynchunktrain_config=config)
+    for spy in spies:
+        assert spy.calls[0][1]["attn_mask"] is (CAUSAL if causal else config)
+
+
+def stream_encode(net, x, config):
+    """Feeds ``x`` to ``encode_streaming`` chunk by chunk."""
+    context = net.make_streaming_context(config)
+    chunk = config.chunk_size
+    pieces = [
+        net.encode_streaming(x[:, start : start + chunk], context)
+        for start in range(0, x.shape[1], chunk)
+    ]
+    return torch.cat(pieces, dim=1), context
+
+
+@pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
+@pytest.mark.parametrize("left_chunks", [None, 0, 2])
+def test_streaming_equals_chunked_encode(mixer, left_chunks):
+    net = build_small(mixer)
+    x = torch.randn(2, 18, INPUT_SIZE)  # 4 chunks of 4 and one of 2
+    config = DynChunkTrainConfig(chunk_size=4, left_context_size=left_chunks)
+    with torch.no_grad():
+        expected = net.encode(x, dynchunktrain_config=config)
+        streamed, _ = stream_encode(net, x, config)
+        offline = net.encode(x)
+    torch.testing.assert_close(streamed, expected, **STREAM_TOL)
+    # Not trivially so: without chunks the output differs.
+    assert not torch.allclose(streamed, offline, **STREAM_TOL)
+
+
+def test_rope_attention_streams_through_speechbrain():
+    net = build_small("RoPEMHA")
+    x = torch.randn(1, 16, INPUT_SIZE)
+    config = DynChunkTrainConfig(chunk_size=4, left_context_size=2)
+    with torch.no_grad():
+        expected = net.encode(x, dynchunktrain_config=config)
+        streamed, context = stream_encode(net, x, config)
+    assert type(context.encoder_context).__name__ == "ConformerEncoderStreamingContext"
+    torch.testing.assert_close(streamed, expected, **STREAM_TOL)
+
+
+def held_tensor_shapes(context):
+    """Shapes of every tensor reachable from a streaming context."""
+    if isinstance(context, torch.Tensor):
+        return [tuple(context.shape)]
+    if isinstance(context, (list, tuple, deque)):
+        children = context
+    elif hasattr(context, "__dict__"):
+        children = vars(context).values()
+    else:
+        return []
+    return [shape for child in children for shape in held_tensor_shapes(child)]
+
+
+@pytest.mark.parametrize("left_chunks", [None, 2])
+def test_streaming_context_size_is_constant(left_chunks):
+    net = build_small("pom")
+    config = DynChunkTrainConfig(chunk_size=2, left_context_size=left_chunks)
+    with torch.no_grad():
+        _, after_10 = stream_encode(net, torch.randn(1, 20, INPUT_SIZE), config)
+        _, after_25 = stream_encode(net, torch.randn(1, 50, INPUT_SIZE), config)
+    shapes = held_tensor_shapes(after_10)
+    # Per layer: the convolution's left frames, and the chunk sums.
+    assert len(shapes) == 2 * (2 if left_chunks is None else 1 + left_chunks)
+    assert shapes == held_tensor_shapes(after_25)
+
+
+def test_streaming_chunks_must_line_up_with_training():
+    net = build_small("pom")
+    context = net.make_streaming_context(DynChunkTrainConfig(4, None))
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="chunk_size=4"):
+            net.encode_streaming(torch.randn(1, 5, INPUT_SIZE), context)
+        net.encode_streaming(torch.randn(1, 3, INPUT_SIZE), context)
+        with pytest.raises(ValueError, match="after a shorter chunk"):
+            net.encode_streaming(torch.randn(1, 4, INPUT_SIZE), context)
+
+
+@pytest.mark.parametrize("mixer", ["RelPosMHAXL", "RoPEMHA"])
+def test_attention_cannot_stream_unlimited_left_context(mixer):
+    net = build_small(mixer)
+    with pytest.raises(ValueError, match="finite left_context_size"):
+        net.make_streaming_context(DynChunkTrainConfig(4, None))
+
+
+def test_hypermixing_refuses_chunks_and_streaming():
+    net = build_small("hypermixing")
+    config = DynChunkTrainConfig(4, 2)
+    with pytest.raises(ValueError, match="HyperMixing"):
+        net.encode(torch.randn(1, 8, INPUT_SIZE), dynchunktrain_config=config)
+    with pytest.raises(ValueError, match="HyperMixing"):
+        net.make_streaming_context(config)
