@@ -315,3 +315,18 @@ def test_convert_to_wav_is_refused(common_voice_prepare, tiny_commonvoice, tmp_p
             tiny_commonvoice, tmp_path, convert_to_wav=True
         )
     assert not os.listdir(tmp_path)
+
+
+def test_speechbrain_call_order(common_voice_prepare, commonvoice_copy, tmp_path):
+    # SpeechBrain's positional order, with the tsv files kept elsewhere.
+    tsv_folder = tmp_path / "tsv"
+    tsv_folder.mkdir()
+    tsv_files = [
+        shutil.move(os.path.join(commonvoice_copy, f"{split}.tsv"), tsv_folder)
+        for split in ("train", "dev", "test")
+    ]
+    report = common_voice_prepare.prepare_common_voice(
+        commonvoice_copy, tmp_path / "save", *tsv_files, False, "en", False, False
+    )
+    n_rows = [report[split]["n_rows"] for split in ("train", "dev", "test")]
+    assert n_rows == [24, 6, 6]
