@@ -330,3 +330,9 @@ def test_speechbrain_call_order(common_voice_prepare, commonvoice_copy, tmp_path
     )
     n_rows = [report[split]["n_rows"] for split in ("train", "dev", "test")]
     assert n_rows == [24, 6, 6]
+
+    # One file for dev and test: used twice, not a clip listed twice.
+    report = common_voice_prepare.prepare_common_voice(
+        commonvoice_copy, tmp_path / "dev_as_test", *tsv_files[:2], tsv_files[1]
+    )
+    assert report["test"] == {**report["dev"], "csv_file": report["test"]["csv_file"]}

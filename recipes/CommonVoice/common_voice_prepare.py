@@ -11,8 +11,8 @@ and the first names, a ``<split>_skipped.txt`` file in the save folder, and the
 returned report), or, with ``skip_bad_files=False``, raise an error that names
 them. A row cannot be used when:
 
-- its clip is missing, listed twice (in any split), or its path is absolute or
-  leaves ``clips/``;
+- its clip is missing, listed twice (in one tsv, or in two tsv files), or its
+  path is absolute or leaves ``clips/``;
 - its line does not have the header's number of columns, even when read as a
   spreadsheet export (a quoted field holding a tab is parsed as one field);
 - its normalised sentence is empty, holds digits (numbers are not spelled out:
@@ -220,11 +220,16 @@ def prepare_common_voice(
         "accented_letters": accented_letters,
         "alphabet": alphabet,
     }
-    candidates, problems, first_listed = {}, {}, {}
+    candidates, problems, first_listed, read_before = {}, {}, {}, {}
     for split in SPLITS:
-        candidates[split], problems[split] = _read_tsv(
-            tsv_files[split], clips_folder, first_listed, text_options
-        )
+        # One tsv given for two splits (dev as test) is reused, not a duplicate.
+        tsv_key = os.path.realpath(tsv_files[split])
+        if tsv_key not in read_before:
+            read_before[tsv_key] = _read_tsv(
+                tsv_files[split], clips_folder, first_listed, text_options
+            )
+        candidates[split] = read_before[tsv_key][0]
+        problems[split] = list(read_before[tsv_key][1])
     rows = {}
     for split in SPLITS:
         rows[split], audio_problems = _check_clips(

@@ -5,7 +5,8 @@ write any csv file, and report problems with the names of the offending files.
 This module holds the error class and the helpers both of them use: decoding
 every audio file once (with a cache), reading UTF-8 text, checking transcripts
 against an alphabet, walking a corpus safely through symlinks, and writing csv
-files atomically.
+files atomically. ``python -m speechbrain_pom.data.validation <folder>`` decodes
+every audio file of a folder and says how long it took.
 
 Authors
  * speechbrain-pom contributors
