@@ -328,7 +328,10 @@ def _read_tsv(tsv_file, clips_folder, first_listed, text_options):
         row = dict(zip(header, fields, strict=True))
         clip = row["path"]
         clip_file = os.path.join(clips_folder, clip)
-        if os.path.isabs(clip) or os.path.normpath(clip).startswith(os.pardir):
+        if not clip:
+            problems.append((MISSING_CLIP, where))
+            continue
+        if os.path.isabs(clip) or os.path.normpath(clip).split(os.sep)[0] == os.pardir:
             problems.append((OUTSIDE_CLIPS, f"{clip} ({where})"))
             continue
         if clip in first_listed:
@@ -336,8 +339,8 @@ def _read_tsv(tsv_file, clips_folder, first_listed, text_options):
             problems.append((LISTED_TWICE, f"{clip} ({where}, first on {first})"))
             continue
         first_listed[clip] = where
-        if not clip or not os.path.isfile(clip_file):
-            problems.append((MISSING_CLIP, clip or where))
+        if not os.path.isfile(clip_file):
+            problems.append((MISSING_CLIP, clip))
             continue
         text = normalize_text(
             row["sentence"], text_options["language"], text_options["accented_letters"]
