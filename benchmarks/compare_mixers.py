@@ -143,6 +143,15 @@ VARIANTS = {
         {**PRETRAINED_FINETUNING, "freeze_encoder_steps": 100, "reinit_top_layers": 1},
     ),
     "cb256_fast": ({"cb_vocab": 256}, PRETRAINED_FINETUNING),
+    "cb256_reinit1_fast": (
+        {"cb_vocab": 256},
+        {**PRETRAINED_FINETUNING, "reinit_top_layers": 1},
+    ),
+    "cb64_fast": ({"cb_vocab": 64}, PRETRAINED_FINETUNING),
+    "cb64_reinit1_fast": (
+        {"cb_vocab": 64},
+        {**PRETRAINED_FINETUNING, "reinit_top_layers": 1},
+    ),
 }
 # Variants that pre-train for this many times the --pretrain-steps.
 PRETRAIN_STEP_FACTORS = {"long_masks_2x_steps": 2}
