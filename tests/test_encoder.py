@@ -11,6 +11,7 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
     make_transformer_src_mask,
 )
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from speechbrain_pom.lobes.mixer_transformer import (
     MIXERS,
@@ -412,6 +413,40 @@ def test_the_config_reaches_the_mixer_not_a_mask(causal):
         net.encode(torch.randn(1, 10, INPUT_SIZE), dynchunktrain_config=config)
     for spy in spies:
         assert spy.calls[0][1]["attn_mask"] is (CAUSAL if causal else config)
+
+
+class ShapeRecorder(TorchDispatchMode):
+    """Records the shape of every tensor produced by an aten op."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in result if isinstance(result, (tuple, list)) else [result]:
+            if isinstance(value, torch.Tensor):
+                self.shapes.append(tuple(value.shape))
+        return result
+
+
+@pytest.mark.parametrize("mixer", list(PACKAGE_MIXERS))
+def test_chunked_encode_builds_no_frames_by_frames_tensor(mixer):
+    net = build_small(mixer).train()
+    frames = 101
+    x = torch.randn(2, frames, INPUT_SIZE)
+    config = DynChunkTrainConfig(chunk_size=4, left_context_size=2)
+    recorder = ShapeRecorder()
+    with recorder:
+        out = net.encode(x, torch.tensor([1.0, 0.6]), dynchunktrain_config=config)
+        out.sum().backward()
+    assert len(recorder.shapes) > 100
+    assert all(sum(size >= frames for size in shape) < 2 for shape in recorder.shapes)
+    # Control: SpeechBrain's own encode() builds the (frames, frames) mask.
+    control = ShapeRecorder()
+    with control, torch.no_grad():
+        TransformerASR.encode(net, x, dynchunktrain_config=config)
+    assert (frames, frames) in control.shapes
 
 
 def stream_encode(net, x, config):
