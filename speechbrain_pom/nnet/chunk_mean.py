@@ -64,6 +64,8 @@ def weighted_group_sums(weights, values, group):
         weights = weights.to(values.dtype)
         if frames <= group:
             return torch.bmm(weights[:, None, :], values)
+        if group == 1:  # a product, not one tiny matrix product per frame
+            return values * weights[..., None]
         # A matrix product per group: no (frames, features) product tensor.
         missing = -frames % group
         weights = F.pad(weights, (0, missing)).unflatten(1, (-1, group))
