@@ -271,7 +271,10 @@ class MixerTransformerASR(TransformerASR):
         to ``mha_layer(attn_mask=...)`` untouched; the mixers recognise it and
         average per chunk window in linear time. The convolution modules get
         the config as usual (Dynamic Chunk Convolution). SpeechBrain's own
-        mixers go through ``TransformerASR.encode`` unchanged.
+        mixers go through ``TransformerASR.encode`` unchanged. (Recognising
+        SpeechBrain's chunk mask inside the mixer instead would still build
+        the (time, time) mask, and cost a comparison of it per forward.)
+        A tensor mask given to a mixer directly keeps the quadratic path.
 
         Arguments
         ---------
