@@ -50,6 +50,7 @@ SMALL_FINETUNING = {
     "number_of_epochs": 100000,
     "dev_splits": "[dev-clean]",
     "test_splits": "[test-clean]",
+    "test_csv": "[!ref <save_folder>/test-clean.csv]",
     "test_beam_size": 10,
 }
 # A pre-trained encoder is fine-tuned at higher learning rates than a random

@@ -1,8 +1,10 @@
-"""Strict loading of a BEST-RQ pre-trained encoder for fine-tuning.
+"""Strict loading of pre-trained weights: a BEST-RQ encoder for fine-tuning,
+an inference folder's model, and the re-initialisation of top layers.
 
 SpeechBrain's ``Pretrainer`` only warns about parameters that do not match; a
 fine-tuning run started from the wrong checkpoint would then silently train
-from a partly random encoder. ``load_bestrq_encoder`` refuses instead.
+from a partly random encoder, and an inference folder would transcribe with
+one. ``load_bestrq_encoder`` and ``strict_parameter_transfer`` refuse instead.
 
 Authors
 * speechbrain-pom contributors 2026
@@ -24,6 +26,8 @@ CNN_PREFIX = "0."
 WRAPPER_PREFIX = "1."
 MODEL_FILE = "model.ckpt"
 NORMALIZE_FILE = "normalize.ckpt"
+# Keys named in a mismatch message, per kind of mismatch.
+MAX_KEYS_LISTED = 20
 
 
 class PretrainedMismatchError(RuntimeError):
@@ -90,9 +94,25 @@ def _expected_state(cnn, wrapper):
     return expected
 
 
-def _describe_mismatch(checkpoint_file, expected, found):
-    """A message listing the missing, unexpected and wrongly shaped keys, or
-    None when the checkpoint matches."""
+def compare_state_dicts(expected, found):
+    """The keys that differ between a model's state_dict and a checkpoint's.
+
+    Arguments
+    ---------
+    expected : dict
+        The model's ``{key: tensor}``.
+    found : dict
+        The checkpoint's ``{key: tensor}``.
+
+    Returns
+    -------
+    missing : list of str
+        Keys of the model that the checkpoint lacks.
+    unexpected : list of str
+        Keys of the checkpoint that the model lacks.
+    wrong_shapes : list of str
+        Keys of both, with different shapes, and the two shapes.
+    """
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong_shapes = [
@@ -101,22 +121,137 @@ def _describe_mismatch(checkpoint_file, expected, found):
         for key in sorted(set(found) & set(expected))
         if found[key].shape != expected[key].shape
     ]
+    return missing, unexpected, wrong_shapes
+
+
+def describe_mismatch(checkpoint_file, model_name, missing, unexpected, wrong_shapes):
+    """One line naming the mismatched keys of a checkpoint, or None if none.
+
+    Arguments
+    ---------
+    checkpoint_file : str
+        The checkpoint, named in the message.
+    model_name : str
+        What the checkpoint should fit, named in the message.
+    missing, unexpected, wrong_shapes : list of str
+        As returned by ``compare_state_dicts``.
+
+    Returns
+    -------
+    str or None
+        The message.
+
+    Example
+    -------
+    >>> model = {"a": torch.zeros(2), "b": torch.zeros(3)}
+    >>> mismatch = compare_state_dicts(model, {"b": torch.zeros(4)})
+    >>> describe_mismatch("m.ckpt", "it", *mismatch)
+    'm.ckpt does not match it (another mixer or size?): 1 missing keys: a; ...'
+    """
     if not (missing or unexpected or wrong_shapes):
         return None
-    lines = [
-        f"The BEST-RQ checkpoint {checkpoint_file} does not match the encoder "
-        "of this recipe (check d_model, num_encoder_layers, mixer, ...):"
-    ]
+    parts = []
     for title, keys in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
         ("shape mismatches", wrong_shapes),
     ):
         if keys:
-            lines.append(f"  {len(keys)} {title}: " + ", ".join(keys[:20]))
-            if len(keys) > 20:
-                lines.append(f"  ... and {len(keys) - 20} more {title}")
-    return "\n".join(lines)
+            listed = ", ".join(keys[:MAX_KEYS_LISTED])
+            if len(keys) > MAX_KEYS_LISTED:
+                listed += f" and {len(keys) - MAX_KEYS_LISTED} more"
+            parts.append(f"{len(keys)} {title}: {listed}")
+    return (
+        f"{checkpoint_file} does not match {model_name} (another mixer or "
+        "size?): " + "; ".join(parts)
+    )
+
+
+def strict_parameter_transfer(module, path):
+    """Loads a state_dict file into a module, refusing any mismatch.
+
+    A drop-in for SpeechBrain's ``torch_parameter_transfer`` (which only
+    warns), given to a ``Pretrainer`` as a custom hook (see the CTC recipes'
+    ``inference/hyperparams.yaml``).
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The model.
+    path : str
+        The checkpoint file.
+
+    Raises
+    ------
+    PretrainedMismatchError
+        If the keys or shapes of the file differ from the module's.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.ckpt")
+    >>> torch.save(torch.nn.Linear(2, 3).state_dict(), path)
+    >>> strict_parameter_transfer(torch.nn.Linear(2, 4), path)
+    Traceback (most recent call last):
+    ...
+    speechbrain_pom.pretrained.PretrainedMismatchError: ... 2 shape mismatches: ...
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected, wrong_shapes = compare_state_dicts(module.state_dict(), state)
+    if not wrong_shapes:
+        # Keys as the module's own load hooks see them: they drop the fixed
+        # tables that older checkpoints hold.
+        result = module.load_state_dict(state, strict=False)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    problem = describe_mismatch(
+        path, "the model of its hyperparams.yaml", missing, unexpected, wrong_shapes
+    )
+    if problem is not None:
+        raise PretrainedMismatchError(problem)
+
+
+def reinitialise_top_layers(wrapper, count):
+    """Draws new initial weights for the top ``count`` layers of a pre-trained
+    encoder: the top of a masked-prediction model is specialised to its
+    pretext task (arXiv 2107.04734). Parameters of modules without
+    ``reset_parameters`` (none in the default PoM) keep their values.
+
+    Arguments
+    ---------
+    wrapper : speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper
+        The encoder, as built by ``hparams/conformer_encoder.yaml``.
+    count : int
+        How many layers, from the top; 0 changes nothing.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.transformer.TransformerASR import EncoderWrapper
+    >>> from speechbrain_pom.lobes.mixer_transformer import MixerTransformerASR
+    >>> wrapper = EncoderWrapper(MixerTransformerASR(
+    ...     tgt_vocab=1, input_size=16, d_model=16, nhead=2, d_ffn=32,
+    ...     num_encoder_layers=2, num_decoder_layers=0,
+    ...     encoder_module="conformer", normalize_before=True))
+    >>> bottom, top = wrapper.transformer.encoder.layers
+    >>> before = [p.clone() for p in (*bottom.parameters(), *top.parameters())]
+    >>> reinitialise_top_layers(wrapper, 1)
+    >>> after = [*bottom.parameters(), *top.parameters()]
+    >>> n = len(list(bottom.parameters()))
+    >>> all(torch.equal(a, b) for a, b in zip(before[:n], after[:n]))
+    True
+    >>> all(torch.equal(a, b) for a, b in zip(before[n:], after[n:]))
+    False
+    """
+    layers = wrapper.transformer.encoder.layers
+    if not 0 <= count <= len(layers):
+        raise ValueError(
+            f"reinit_top_layers is {count}; the encoder has {len(layers)} layers"
+        )
+    if count:
+        logger.info(f"The top {count} encoder layer(s) start from new weights.")
+    for layer in layers[len(layers) - count :]:
+        for module in layer.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
 
 def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
@@ -171,7 +306,11 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
         if key.startswith((CNN_PREFIX, WRAPPER_PREFIX))
     }
     expected = _expected_state(cnn, wrapper)
-    problem = _describe_mismatch(checkpoint_file, expected, found)
+    problem = describe_mismatch(
+        checkpoint_file,
+        "the encoder of this recipe",
+        *compare_state_dicts(expected, found),
+    )
     if problem is not None:
         raise PretrainedMismatchError(problem)
     for module, prefix in ((cnn, CNN_PREFIX), (wrapper, WRAPPER_PREFIX)):

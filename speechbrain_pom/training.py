@@ -47,9 +47,19 @@ class TimeBudgetBrain(sb.Brain):
     The budget counts from the start of ``fit`` in this process. The stop goes
     through SpeechBrain's own step-limit check, so the epoch ends cleanly with a
     validation pass and a checkpoint. Under DDP the ranks agree (all-reduce) so
-    that none waits forever for another. ``max_train_minutes`` of 0 or None
-    means no budget.
+    that none waits forever for another.
+
+    Arguments
+    ---------
+    max_train_minutes : float
+        The budget; 0 or None means none.
+    **kwargs : dict
+        Forwarded to ``speechbrain.Brain``.
     """
+
+    def __init__(self, max_train_minutes=0, **kwargs):
+        super().__init__(**kwargs)
+        self.max_train_minutes = max_train_minutes
 
     def on_fit_start(self):
         """Starts the clock, then lets SpeechBrain recover the checkpoint."""
@@ -62,7 +72,7 @@ class TimeBudgetBrain(sb.Brain):
 
     @property
     def _optimizer_step_limit_exceeded(self):
-        budget = getattr(self.hparams, "max_train_minutes", None)
+        budget = self.max_train_minutes
         spent = bool(budget) and self.minutes_trained() >= budget
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             flag = torch.tensor(float(spent), device=self.device)

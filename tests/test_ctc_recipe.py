@@ -6,14 +6,20 @@ A tiny BEST-RQ model is pre-trained once per module, on the tiny corpus.
 
 import glob
 import os
+import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml import YAML
 
 from speechbrain_pom.pretrained import PretrainedMismatchError, load_bestrq_encoder
+from speechbrain_pom.transcribe import main as transcribe_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BESTRQ_FOLDER = os.path.join(
@@ -51,7 +57,12 @@ def run_recipe(folder, arguments):
 def run_ctc(data_folder, output_folder, mixer="pom", **overrides):
     """Runs the LibriSpeech CTC recipe (``hparams/ctc_bestrq_<mixer>.yaml``)
     for one epoch, tested on test-clean only."""
-    overrides = {"test_splits": "[test-clean]", "number_of_epochs": 1, **overrides}
+    overrides = {
+        "test_splits": "[test-clean]",
+        "test_csv": "[!ref <save_folder>/test-clean.csv]",
+        "number_of_epochs": 1,
+        **overrides,
+    }
     arguments = command_line(
         "train_with_bestrq.py",
         f"hparams/ctc_bestrq_{mixer}.yaml",
@@ -62,18 +73,53 @@ def run_ctc(data_folder, output_folder, mixer="pom", **overrides):
     return run_recipe(CTC_FOLDER, arguments)
 
 
+def file_states(folder):
+    """``{path: (bytes, modification time)}`` of every file under a folder."""
+    return {
+        path: (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
 @pytest.fixture(scope="module")
-def bestrq_save_folder(tiny_librispeech, tmp_path_factory):
-    """The save folder of a tiny BEST-RQ (PoM) pre-training of one epoch."""
+def given_csvs(tiny_librispeech, librispeech_prepare, tmp_path_factory):
+    """csv files prepared beforehand, for runs with ``skip_prep``: (their
+    folder, their states before any run)."""
+    folder = tmp_path_factory.mktemp("given_csvs")
+    librispeech_prepare.prepare_librispeech(
+        data_folder=tiny_librispeech,
+        save_folder=str(folder),
+        tr_splits=["train-clean-100"],
+        dev_splits=["dev-clean"],
+        te_splits=["test-clean"],
+    )
+    return folder, file_states(folder)
+
+
+def skip_prep_overrides(given_csvs):
+    """SpeechBrain's recipe-test flags: skip the preparation, read these."""
+    folder, _ = given_csvs
+    return {
+        "skip_prep": True,
+        "train_csv": folder / "train-clean-100.csv",
+        "valid_csv": folder / "dev-clean.csv",
+    }
+
+
+@pytest.fixture(scope="module")
+def bestrq_save_folder(tiny_librispeech, given_csvs, tmp_path_factory):
+    """The save folder of a tiny BEST-RQ (PoM) pre-training of one epoch, on
+    csv files given with ``skip_prep``."""
     output_folder = str(tmp_path_factory.mktemp("bestrq"))
     arguments = command_line(
         "train.py",
         "hparams/bestrq_pom.yaml",
         tiny_librispeech,
         output_folder,
-        train_splits="[train-clean-100]",
         number_of_epochs=1,
         cb_vocab=64,
+        **skip_prep_overrides(given_csvs),
     )
     result = run_recipe(BESTRQ_FOLDER, arguments)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,10 +127,18 @@ def bestrq_save_folder(tiny_librispeech, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ctc_output(tiny_librispeech, bestrq_save_folder, tmp_path_factory):
-    """The output folder of a tiny CTC fine-tuning from the BEST-RQ model."""
+def ctc_output(tiny_librispeech, given_csvs, bestrq_save_folder, tmp_path_factory):
+    """The output folder of a tiny CTC fine-tuning from the BEST-RQ model, on
+    csv files given with ``skip_prep``."""
     output_folder = str(tmp_path_factory.mktemp("ctc"))
-    result = run_ctc(tiny_librispeech, output_folder, pt_model_path=bestrq_save_folder)
+    folder, _ = given_csvs
+    result = run_ctc(
+        tiny_librispeech,
+        output_folder,
+        pt_model_path=bestrq_save_folder,
+        test_csv=f"[{folder / 'test-clean.csv'}]",
+        **skip_prep_overrides(given_csvs),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return output_folder
 
@@ -107,6 +161,40 @@ def test_ctc_recipe_writes_reports_and_inference_folder(ctc_output):
         assert os.path.isfile(os.path.join(ctc_output, "model", name))
     with open(os.path.join(ctc_output, "train_log.txt"), encoding="utf-8") as fin:
         assert "test-clean" in fin.read()
+
+
+def test_skip_prep_reads_the_given_csvs_and_writes_none(
+    given_csvs, bestrq_save_folder, ctc_output
+):
+    folder, states_before = given_csvs
+    assert file_states(folder) == states_before
+    for output_folder in (os.path.dirname(bestrq_save_folder), ctc_output):
+        assert not glob.glob(f"{output_folder}/**/*.csv", recursive=True)
+    # The test set is the given file, named after it.
+    with open(os.path.join(ctc_output, "wer_test-clean.txt"), encoding="utf-8") as fin:
+        assert len(re.findall(r"^\d+-\d+-\d+, %WER", fin.read(), re.M)) == 6
+
+
+def test_inference_yaml_is_the_template_filled(ctc_output):
+    yaml = YAML()
+    with open(os.path.join(CTC_FOLDER, "inference", "hyperparams.yaml")) as fin:
+        template = yaml.load(fin)
+    with open(os.path.join(ctc_output, "model", "hyperparams.yaml")) as fin:
+        text = fin.read()
+    exported = yaml.load(text)
+    assert list(exported) == list(template)
+    assert ": !PLACEHOLDER" not in text
+    encoder = exported["encoder_hparams"]
+    assert encoder.tag.value == "!include:conformer_encoder.yaml"
+    assert (encoder["d_model"], encoder["num_encoder_layers"]) == (32, 1)
+    assert encoder["mixer"] == "pom"
+    assert dict(encoder["mixer_options"]["pom"]) == {
+        "degree": 3,
+        "expand": 2,
+        "formulation": "A",
+    }
+    assert (exported["output_neurons"], exported["blank_index"]) == (29, 0)
+    assert exported["tokenizer"].tag.value.endswith("CTCTextEncoder")
 
 
 def test_inference_folder_loads_offline_and_transcribes(ctc_output, tiny_librispeech):
@@ -205,3 +293,107 @@ def test_encoder_stays_fixed_for_freeze_encoder_steps(
     assert encoder_keys
     for key in encoder_keys:
         assert torch.equal(fine_tuned[key], pretrained[key]), key
+
+
+@pytest.fixture
+def model_copy(ctc_output, tmp_path):
+    """A copy of the exported inference folder, to damage."""
+    folder = tmp_path / "model"
+    shutil.copytree(os.path.join(ctc_output, "model"), folder)
+    return folder
+
+
+def save_other_model(model_folder, **encoder_changes):
+    """Replaces model.ckpt by the weights of another encoder (same head)."""
+    cnn, wrapper, _ = tiny_encoder(**encoder_changes)
+    head = torch.nn.Linear(encoder_changes.get("d_model", 32), 29)
+    model = torch.nn.ModuleList([cnn, wrapper, head])
+    torch.save(model.state_dict(), model_folder / "model.ckpt")
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {
+    "missing model.ckpt": (
+        lambda f: (f / "model.ckpt").unlink(),
+        "model.ckpt is missing",
+    ),
+    "truncated model.ckpt": (
+        lambda f: truncate(f / "model.ckpt"),
+        "model.ckpt cannot be read",
+    ),
+    "truncated normalize.ckpt": (
+        lambda f: truncate(f / "normalize.ckpt"),
+        "normalize.ckpt cannot be read",
+    ),
+    "truncated tokenizer.ckpt": (
+        lambda f: truncate(f / "tokenizer.ckpt"),
+        "tokenizer.ckpt",
+    ),
+    "truncated hyperparams.yaml": (
+        lambda f: truncate(f / "hyperparams.yaml"),
+        "hyperparams.yaml is incomplete",
+    ),
+    "another mixer": (
+        lambda f: save_other_model(f, mixer="summarymixing"),
+        "unexpected keys: 1.transformer.encoder.layers.0.mha_layer.",
+    ),
+    "another size": (
+        lambda f: save_other_model(f, d_model=48, d_ffn=96),
+        "shape mismatches",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_transcribe_refuses_a_bad_folder_in_one_line(
+    model_copy, tiny_librispeech, capsys, damage
+):
+    make_damage, message = DAMAGES[damage]
+    make_damage(model_copy)
+    audio_file = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
+    code = transcribe_main(["--model", str(model_copy), audio_file])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    (line,) = [line for line in captured.err.splitlines() if line]
+    assert line.startswith("error: ") and message in line, line
+
+
+def test_inference_folder_itself_refuses_another_mixer(model_copy):
+    from speechbrain.inference.ASR import EncoderASR
+
+    save_other_model(model_copy, mixer="summarymixing")
+    with pytest.raises(PretrainedMismatchError, match="missing keys.*unexpected keys"):
+        EncoderASR.from_hparams(source=str(model_copy), savedir=str(model_copy))
+
+
+def test_transcribe_refuses_cuda_without_gpu(ctc_output, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = transcribe_main(
+        ["--model", os.path.join(ctc_output, "model"), "--device", "cuda", "a.flac"]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --device cuda: no CUDA GPU is available on this machine "
+        "(use --device cpu)"
+    )
+
+
+def test_transcribe_reports_non_finite_audio_per_file(
+    ctc_output, tiny_librispeech, tmp_path, capsys
+):
+    good = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
+    samples = np.zeros(16000, dtype=np.float32)
+    samples[100] = np.nan
+    bad = str(tmp_path / "nan.wav")
+    soundfile.write(bad, samples, 16000, subtype="FLOAT")
+    code = transcribe_main(["--model", os.path.join(ctc_output, "model"), bad, good])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.startswith(f"{good}\t") and len(captured.out.splitlines()) == 1
+    assert f"error: cannot transcribe {bad}: the audio holds non-finite samples" in (
+        captured.err
+    )

@@ -6,6 +6,10 @@ The encoder sees filterbanks in which spans of frames are replaced by noise
 and learns to predict, at the masked frames, the codebook index that a frozen
 random-projection quantiser gives for the clean frames.
 
+The train splits are prepared and merged into ``train_csv``; with
+``--skip_prep True`` nothing is prepared and ``train_csv`` and ``valid_csv``
+are read as they are.
+
 To run this recipe:
     python train.py hparams/bestrq_pom.yaml --data_folder /path/to/LibriSpeech
 On several GPUs:
@@ -16,19 +20,27 @@ Authors
 """
 
 import functools
+import os
 import sys
 
 import speechbrain as sb
 import torch
 import torch.nn.functional as F
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.dataio import read_audio
+from speechbrain.dataio import audio_io
 from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.preprocess import AudioNormalizer
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.lobes.models.BESTRQ import brq_mask_collate_fn
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_pom.recipe_checks import (
+    OutputFolderLock,
+    RecipeValueError,
+    check_csv_files,
+    check_recipe_values,
+)
 from speechbrain_pom.training import TimeBudgetBrain, frames_after_frontend
 
 logger = get_logger(__name__)
@@ -115,35 +127,141 @@ class BestRQBrain(TimeBudgetBrain):
             )
 
 
-def merge_csvs(csv_files, merged_csv):
-    """Concatenates the csv files of several splits (same header) into one."""
-    with open(merged_csv, "w", encoding="utf-8", newline="") as out:
-        for index, csv_file in enumerate(csv_files):
-            with open(csv_file, encoding="utf-8") as fin:
-                lines = fin.readlines()
-            out.writelines(lines if index == 0 else lines[1:])
+def dataio_prepare(
+    data_folder,
+    train_csv,
+    valid_csv,
+    sample_rate,
+    avoid_if_longer_than,
+    collate_fn,
+    max_batch_length,
+    num_buckets,
+    shuffle,
+    num_workers,
+):
+    """Builds the train and valid datasets and their dataloader options.
 
+    Arguments
+    ---------
+    data_folder : str
+        Replaces ``$data_root`` in the csv files.
+    train_csv, valid_csv : str
+        The training and validation csv files.
+    sample_rate : int
+        Audio is resampled (and downmixed) to this rate.
+    avoid_if_longer_than : float
+        Utterances longer than this (seconds) are left out.
+    collate_fn : callable
+        Pads the waveforms of a batch and draws its mask.
+    max_batch_length : float
+        Seconds of audio per batch (dynamic batching).
+    num_buckets : int
+        Length buckets of the dynamic batching.
+    shuffle : bool
+        Whether training batches come in random order.
+    num_workers : int
+        Data loading processes.
 
-def dataio_prepare(hparams):
-    """Builds the train and valid datasets and their dataloader options."""
-    data_folder = hparams["data_folder"]
+    Returns
+    -------
+    datasets : dict
+        ``{"train": ..., "valid": ...}``.
+    loader_options : dict
+        Dataloader keyword arguments with the same keys.
+    """
+    audio_normalizer = AudioNormalizer(sample_rate=sample_rate)
     datasets = {}
-    for name in ("train", "valid"):
+    for name, csv_file in (("train", train_csv), ("valid", valid_csv)):
         dataset = DynamicItemDataset.from_csv(
-            csv_path=hparams[f"{name}_csv"], replacements={"data_root": data_folder}
+            csv_path=csv_file, replacements={"data_root": data_folder}
         )
         datasets[name] = dataset.filtered_sorted(
-            sort_key="duration",
-            key_max_value={"duration": hparams["avoid_if_longer_than"]},
+            sort_key="duration", key_max_value={"duration": avoid_if_longer_than}
         )
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return read_audio(wav)
+        signal, file_sample_rate = audio_io.load(wav, channels_first=False)
+        return audio_normalizer(signal, file_sample_rate)
 
     sb.dataio.dataset.add_dynamic_item(list(datasets.values()), audio_pipeline)
     sb.dataio.dataset.set_output_keys(list(datasets.values()), ["id", "sig"])
+
+    loader_options = {}
+    for name, dataset in datasets.items():
+        shuffled = shuffle and name == "train"
+        sampler = DynamicBatchSampler(
+            dataset,
+            max_batch_length=max_batch_length,
+            num_buckets=num_buckets,
+            length_func=lambda item: float(item["duration"]),
+            shuffle=shuffled,
+            batch_ordering="random" if shuffled else "descending",
+        )
+        loader_options[name] = {
+            "batch_sampler": sampler,
+            "collate_fn": collate_fn,
+            "num_workers": num_workers,
+        }
+    return datasets, loader_options
+
+
+def main():
+    """Runs the recipe: checks, data preparation, then pre-training."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    try:
+        check_recipe_values(
+            flags={
+                "skip_prep": hparams["skip_prep"],
+                "skip_bad_files": hparams["skip_bad_files"],
+                "shuffle": hparams["shuffle"],
+            },
+            lists={
+                "train_splits": hparams["train_splits"],
+                "dev_splits": hparams["dev_splits"],
+            },
+            non_negative_numbers={"max_train_minutes": hparams["max_train_minutes"]},
+        )
+        sb.utils.distributed.ddp_init_group(run_opts)
+        output_folder_lock = OutputFolderLock(hparams["output_folder"])
+    except RecipeValueError as error:
+        sys.exit(f"error: {error}")
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+
+    # With skip_prep, the csv files given are read as they are.
+    if not hparams["skip_prep"]:
+        from librispeech_prepare import prepare_librispeech
+
+        run_on_main(
+            prepare_librispeech,
+            kwargs={
+                "data_folder": hparams["data_folder"],
+                "save_folder": hparams["save_folder"],
+                "tr_splits": hparams["train_splits"],
+                "dev_splits": hparams["dev_splits"],
+                "te_splits": [],
+                "merge_lst": hparams["train_splits"],
+                # The merged csv is written at train_csv.
+                "merge_name": os.path.relpath(
+                    hparams["train_csv"], hparams["save_folder"]
+                ),
+                "skip_bad_files": hparams["skip_bad_files"],
+            },
+        )
+
+    try:
+        check_csv_files(
+            {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
+        )
+    except RecipeValueError as error:
+        sys.exit(f"error: {error}")
 
     collate_fn = functools.partial(
         brq_mask_collate_fn,
@@ -154,58 +272,21 @@ def dataio_prepare(hparams):
         mask_length=hparams["mask_length"],
         n_mels=hparams["n_mels"],
     )
-    loader_options = {}
-    for name, dataset in datasets.items():
-        sampler = DynamicBatchSampler(
-            dataset,
-            max_batch_length=hparams["max_batch_length"],
-            num_buckets=hparams["num_buckets"],
-            length_func=lambda item: float(item["duration"]),
-            shuffle=hparams["shuffle"] and name == "train",
-            batch_ordering="random" if name == "train" else "descending",
-        )
-        loader_options[name] = {
-            "batch_sampler": sampler,
-            "collate_fn": collate_fn,
-            "num_workers": hparams["num_workers"],
-        }
-    return datasets, loader_options
-
-
-def main():
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-
-    sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
+    datasets, loader_options = dataio_prepare(
+        data_folder=hparams["data_folder"],
+        train_csv=hparams["train_csv"],
+        valid_csv=hparams["valid_csv"],
+        sample_rate=hparams["sample_rate"],
+        avoid_if_longer_than=hparams["avoid_if_longer_than"],
+        collate_fn=collate_fn,
+        max_batch_length=hparams["max_batch_length"],
+        num_buckets=hparams["num_buckets"],
+        shuffle=hparams["shuffle"],
+        num_workers=hparams["num_workers"],
     )
-
-    from librispeech_prepare import prepare_librispeech
-
-    run_on_main(
-        prepare_librispeech,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["save_folder"],
-            "tr_splits": hparams["train_splits"],
-            "dev_splits": hparams["dev_splits"],
-            "te_splits": [],
-            "skip_prep": hparams["skip_prep"],
-            "skip_bad_files": hparams["skip_bad_files"],
-        },
-    )
-    run_on_main(
-        merge_csvs,
-        args=[[f"{hparams['save_folder']}/{s}.csv" for s in hparams["train_splits"]]],
-        kwargs={"merged_csv": hparams["train_csv"]},
-    )
-    datasets, loader_options = dataio_prepare(hparams)
 
     brain = BestRQBrain(
+        max_train_minutes=hparams["max_train_minutes"],
         modules=hparams["modules"],
         opt_class=hparams["optimizer"],
         hparams=hparams,
@@ -226,6 +307,7 @@ def main():
         valid_loader_kwargs=loader_options["valid"],
     )
     logger.info(f"Checkpoints are in {hparams['save_folder']}")
+    output_folder_lock.release()
 
 
 if __name__ == "__main__":

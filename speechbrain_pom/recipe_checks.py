@@ -1,0 +1,152 @@
+"""Checks that the recipes run before any work: values of the yaml and the
+command line, the csv files to read, and one run per output folder.
+
+HyperPyYAML takes a command-line value as yaml, so ``--skip_bad_files no``
+gives the string "no" (true in Python), ``--train_splits train-clean-100`` a
+string that would be read letter by letter as split names, and a wrong number
+fails only at the first training step. These checks refuse them first.
+
+Authors
+* speechbrain-pom contributors 2026
+"""
+
+import fcntl
+import os
+
+from speechbrain.utils.distributed import if_main_process
+
+LOCK_FILE = ".recipe.lock"
+
+
+class RecipeValueError(ValueError):
+    """A value of the yaml or of the command line that the recipe refuses."""
+
+
+def check_recipe_values(
+    flags=None, lists=None, non_negative_numbers=None, non_negative_integers=None
+):
+    """Refuses, in one message, every value of the wrong type.
+
+    Arguments
+    ---------
+    flags : dict, optional
+        ``{name: value}`` that must be booleans (True or False).
+    lists : dict, optional
+        ``{name: value}`` that must be lists.
+    non_negative_numbers : dict, optional
+        ``{name: value}`` that must be numbers >= 0.
+    non_negative_integers : dict, optional
+        ``{name: value}`` that must be integers >= 0.
+
+    Raises
+    ------
+    RecipeValueError
+        Naming each wrong value and what it should be.
+
+    Example
+    -------
+    >>> check_recipe_values(flags={"skip_prep": False}, lists={"splits": ["a"]})
+    >>> check_recipe_values(flags={"skip_bad_files": "no"})
+    Traceback (most recent call last):
+    ...
+    speechbrain_pom.recipe_checks.RecipeValueError: skip_bad_files is 'no': ...
+    """
+    problems = []
+    for name, value in (flags or {}).items():
+        if not isinstance(value, bool):
+            problems.append(f"{name} is {value!r}: give True or False")
+    for name, value in (lists or {}).items():
+        if not isinstance(value, list):
+            problems.append(
+                f"{name} is {value!r}: give a list, such as [{value}] "
+                "(quoted on the command line)"
+            )
+    for name, value in (non_negative_numbers or {}).items():
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or value < 0:
+            problems.append(f"{name} is {value!r}: give a number >= 0")
+    for name, value in (non_negative_integers or {}).items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{name} is {value!r}: give a whole number >= 0")
+    if problems:
+        raise RecipeValueError("; ".join(problems))
+
+
+def check_csv_files(csv_files):
+    """Refuses csv files that do not exist, before any training.
+
+    Arguments
+    ---------
+    csv_files : dict
+        ``{name: path}``, such as ``{"train_csv": ...}``.
+
+    Raises
+    ------
+    RecipeValueError
+        Naming each missing file and the key that gives it.
+    """
+    missing = [
+        f"{name} {path}" for name, path in csv_files.items() if not os.path.isfile(path)
+    ]
+    if missing:
+        raise RecipeValueError(
+            "no such csv file: " + "; ".join(missing) + " (prepare the data "
+            "with skip_prep False, or give existing files)"
+        )
+
+
+class OutputFolderLock:
+    """An exclusive lock on an output folder, held while the process runs.
+
+    The lock is an ``flock`` on ``<folder>/.recipe.lock``: the kernel drops it
+    when the process ends, however it ends (kill -9 included), so a killed run
+    never leaves the folder locked. Under DDP only the main process locks.
+
+    Arguments
+    ---------
+    folder : str
+        The output folder (created if needed).
+
+    Raises
+    ------
+    RecipeValueError
+        If another process holds the lock; the message names the folder and
+        that process.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> lock = OutputFolderLock(folder)
+    >>> lock.release()
+    >>> OutputFolderLock(folder).release()  # free again
+    """
+
+    def __init__(self, folder):
+        self.file = None
+        if not if_main_process():
+            return
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, LOCK_FILE)
+        lock_file = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "unknown"
+            lock_file.close()
+            raise RecipeValueError(
+                f"{os.path.abspath(folder)} is the output folder of a run that "
+                f"is still going (process {holder}); wait for it to end or "
+                "choose another --output_folder"
+            ) from None
+        lock_file.truncate(0)
+        lock_file.write(str(os.getpid()))
+        lock_file.flush()
+        self.file = lock_file
+
+    def release(self):
+        """Releases the lock (also released when the process ends)."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
