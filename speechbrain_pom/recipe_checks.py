@@ -72,6 +72,43 @@ def check_recipe_values(
         raise RecipeValueError("; ".join(problems))
 
 
+# Mixers that cannot train with Dynamic Chunk Training or stream: SpeechBrain's
+# HyperMixing ignores attention masks.
+MIXERS_WITHOUT_STREAMING = ("hypermixing",)
+
+
+def check_can_stream(streaming, mixer):
+    """Refuses ``streaming: True`` with a mixer that cannot chunk, before any
+    work (the encoder itself would refuse only at the first batch).
+
+    Arguments
+    ---------
+    streaming : bool
+        The recipe's ``streaming`` flag.
+    mixer : str
+        The recipe's token mixer.
+
+    Raises
+    ------
+    RecipeValueError
+        If the mixer cannot stream.
+
+    Example
+    -------
+    >>> check_can_stream(True, "pom")
+    >>> check_can_stream(True, "hypermixing")
+    Traceback (most recent call last):
+    ...
+    speechbrain_pom.recipe_checks.RecipeValueError: streaming is True but ...
+    """
+    if streaming and mixer in MIXERS_WITHOUT_STREAMING:
+        raise RecipeValueError(
+            f"streaming is True but mixer {mixer!r} cannot train with chunks or "
+            "stream (SpeechBrain's HyperMixing ignores attention masks); use "
+            "pom, summarymixing, RelPosMHAXL or RoPEMHA, or streaming: False"
+        )
+
+
 def check_csv_files(csv_files):
     """Refuses csv files that do not exist, before any training.
 

@@ -47,6 +47,7 @@ from speechbrain_pom.pretrained import load_bestrq_encoder, reinitialise_top_lay
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
+    check_can_stream,
     check_csv_files,
     check_recipe_values,
 )
@@ -97,8 +98,19 @@ class CTCBrain(TimeBudgetBrain):
             and not self.hparams.freeze_encoder
             and self.optimizer_step >= self.hparams.freeze_encoder_steps
         )
+        # Dynamic Chunk Training: a chunk size and left context drawn per
+        # batch (the sampler's valid_config and test_config outside training).
+        dynchunktrain_config = (
+            self.hparams.dynchunktrain_config_sampler(stage)
+            if self.hparams.streaming
+            else None
+        )
         with torch.set_grad_enabled(train_encoder):
-            encoded = self.modules.wrapper(self.modules.CNN(feats), wav_lens)
+            encoded = self.modules.wrapper(
+                self.modules.CNN(feats),
+                wav_lens,
+                dynchunktrain_config=dynchunktrain_config,
+            )
         log_probs = self.hparams.log_softmax(self.modules.ctc_lin(encoded))
         return log_probs, wav_lens
 
@@ -382,6 +394,7 @@ def main():
                 "augment": hparams["augment"],
                 "shuffle": hparams["shuffle"],
                 "freeze_encoder": hparams["freeze_encoder"],
+                "streaming": hparams["streaming"],
             },
             lists={"test_csv": hparams["test_csv"]},
             non_negative_numbers={"max_train_minutes": hparams["max_train_minutes"]},
@@ -390,6 +403,7 @@ def main():
                 "reinit_top_layers": hparams["reinit_top_layers"],
             },
         )
+        check_can_stream(hparams["streaming"], hparams["mixer"])
         test_csvs = test_set_names(hparams["test_csv"])
         sb.utils.distributed.ddp_init_group(run_opts)
         output_folder_lock = OutputFolderLock(hparams["output_folder"])

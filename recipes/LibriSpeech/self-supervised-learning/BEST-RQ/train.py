@@ -38,6 +38,7 @@ from speechbrain.utils.logger import get_logger
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
+    check_can_stream,
     check_csv_files,
     check_recipe_values,
 )
@@ -75,8 +76,18 @@ class BestRQBrain(TimeBudgetBrain):
         masked[:, mask] = self.hparams.noise_std * torch.randn_like(masked[:, mask])
         masked = masked.reshape(batch_size, num_frames, num_mels)
 
+        # Dynamic Chunk Training: a chunk size and left context drawn per batch
+        # (the sampler's valid_config in validation). The masked spans are
+        # drawn independently of the chunks, as in SpeechBrain's BEST-RQ.
+        dynchunktrain_config = (
+            self.hparams.dynchunktrain_config_sampler(stage)
+            if self.hparams.streaming
+            else None
+        )
         latents = self.modules.CNN(masked)
-        encoded = self.modules.wrapper(latents, wav_lens)
+        encoded = self.modules.wrapper(
+            latents, wav_lens, dynchunktrain_config=dynchunktrain_config
+        )
         logits = self.modules.linear(encoded[:, mask])
         return logits, targets[:, mask]
 
@@ -218,6 +229,7 @@ def main():
                 "skip_prep": hparams["skip_prep"],
                 "skip_bad_files": hparams["skip_bad_files"],
                 "shuffle": hparams["shuffle"],
+                "streaming": hparams["streaming"],
             },
             lists={
                 "train_splits": hparams["train_splits"],
@@ -225,6 +237,7 @@ def main():
             },
             non_negative_numbers={"max_train_minutes": hparams["max_train_minutes"]},
         )
+        check_can_stream(hparams["streaming"], hparams["mixer"])
         sb.utils.distributed.ddp_init_group(run_opts)
         output_folder_lock = OutputFolderLock(hparams["output_folder"])
     except RecipeValueError as error:
