@@ -14,7 +14,10 @@ Authors
 import os
 
 from speechbrain.dataio.encoder import CTCTextEncoder
-from speechbrain.tokenizers.SentencePiece import SentencePiece
+from speechbrain.tokenizers.SentencePiece import (
+    SentencePiece,
+    spm_decode_preserve_leading_space,
+)
 
 from speechbrain_pom.export import yaml_tag
 
@@ -137,3 +140,41 @@ class CTCTokenizer:
         with open(tokenizer_file, "wb") as fout:
             fout.write(self.processor.serialized_model_proto())
         return yaml_tag("!new:sentencepiece.SentencePieceProcessor")
+
+
+def decode_tokens_streaming(tokenizer, token_ids, context):
+    """The text that one chunk's tokens add to a stream's transcript, for the
+    tokenizer of an inference folder (``tokenizer_decode_streaming`` of
+    SpeechBrain's ``StreamingASR``).
+
+    Arguments
+    ---------
+    tokenizer : CTCTextEncoder or sentencepiece.SentencePieceProcessor
+        The inference folder's tokenizer.
+    token_ids : list of int
+        The tokens the chunk adds (greedy CTC, repeats and blanks removed).
+    context : speechbrain.tokenizers.SentencePiece.SentencePieceDecoderStreamingContext
+        Per stream, updated in place: SentencePiece keeps the space before a
+        word that starts a chunk (characters need no context).
+
+    Returns
+    -------
+    str
+        The new text; the concatenated texts of a stream equal the decoding
+        of all its tokens at once.
+
+    Example
+    -------
+    >>> from speechbrain.tokenizers.SentencePiece import (
+    ...     SentencePieceDecoderStreamingContext,
+    ... )
+    >>> characters = CTCTextEncoder()
+    >>> characters.update_from_iterable("ab ", sequence_input=True)
+    >>> context = SentencePieceDecoderStreamingContext()
+    >>> ids = characters.encode_sequence(list("ab ba"))
+    >>> [decode_tokens_streaming(characters, ids[i : i + 2], context) for i in (0, 2)]
+    ['ab', ' b']
+    """
+    if isinstance(tokenizer, CTCTextEncoder):
+        return "".join(tokenizer.decode_ndim(token_ids))
+    return spm_decode_preserve_leading_space(tokenizer, token_ids, context)

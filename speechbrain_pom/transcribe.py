@@ -2,8 +2,19 @@
 
 Usage:
     python -m speechbrain_pom.transcribe --model FOLDER FILE [FILE ...]
+    python -m speechbrain_pom.transcribe --model FOLDER --streaming \
+        --chunk-size C --left-chunks L|none FILE [FILE ...]
 
-Prints ``FILE<TAB>TRANSCRIPT`` per file on stdout. A file that cannot be read,
+Prints ``FILE<TAB>TRANSCRIPT`` per file on stdout. With ``--streaming`` the
+file is read in blocks and encoded chunk by chunk (``C`` encoder frames of 40
+ms, ``L`` chunks of left context or ``none`` for all the past, as the model
+was trained with ``streaming: True``), and the transcript is printed as it
+grows; memory does not grow with the file (for PoM and SummaryMixing). The
+streamed transcript equals the offline greedy transcript of the whole file
+encoded with the same chunks: the front-end (``StreamingFrontEnd``), the
+encoder (``StreamingEncoder``) and greedy CTC decoding
+(``ctc_greedy_decode_streaming``) are exact chunk by chunk. Streaming needs
+the model's sampling rate (no resampling). A file that cannot be read,
 or whose samples are not all finite (NaN, inf), gets an error line naming it
 on stderr, the other files are still transcribed, and the exit code is 1. An
 inference folder that cannot be loaded (a missing or damaged file, weights of
@@ -22,12 +33,24 @@ import os
 import sys
 
 import sentencepiece
+import soundfile
 import torch
 from ruamel.yaml import YAML
 from speechbrain.dataio.encoder import CTCTextEncoder
 from speechbrain.inference.ASR import EncoderASR
+from speechbrain.nnet.containers import LengthsCapableSequential
+from speechbrain.tokenizers.SentencePiece import SentencePieceDecoderStreamingContext
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from speechbrain.utils.filter_analysis import stack_filter_properties
 
+from speechbrain_pom.decoders import (
+    CTCGreedyStreamingContext,
+    ctc_greedy_decode_streaming,
+)
 from speechbrain_pom.pretrained import PretrainedMismatchError
+from speechbrain_pom.streaming import StreamingEncoder
+from speechbrain_pom.streaming_frontend import StreamingFrontEnd
+from speechbrain_pom.tokenizers import decode_tokens_streaming
 
 REQUIRED_FILES = ("hyperparams.yaml", "model.ckpt", "normalize.ckpt", "tokenizer.ckpt")
 # Keys of hyperparams.yaml without which EncoderASR would load nothing (no
@@ -37,6 +60,8 @@ REQUIRED_KEYS = ("output_neurons", "modules", "tokenizer", "decoding_function")
 LAST_KEY = "pretrainer"
 EXIT_FILE_FAILED = 1
 EXIT_CANNOT_LOAD = 2
+# Audio read per block in streaming mode: 1 s at 16 kHz.
+STREAMING_BLOCK_SAMPLES = 16000
 
 
 class InferenceFolderError(RuntimeError):
@@ -202,7 +227,98 @@ def transcribe_file(model, audio_file):
     return str(words[0])
 
 
-def transcribe_files(model, audio_files, out=None, err=None):
+def make_streaming_encoder(model, dynchunktrain_config):
+    """The exact streaming encoder of a loaded inference folder: its
+    front-end (filterbanks, normalisation, CNN) through ``StreamingFrontEnd``
+    and its Conformer through ``StreamingEncoder``.
+
+    Arguments
+    ---------
+    model : speechbrain.inference.ASR.EncoderASR
+        The model (``load_model``).
+    dynchunktrain_config : DynChunkTrainConfig
+        Chunk size (encoder frames) and left context (chunks, None for all).
+
+    Returns
+    -------
+    speechbrain_pom.streaming.StreamingEncoder
+    """
+    hparams = model.hparams
+    frontend = StreamingFrontEnd(
+        LengthsCapableSequential(
+            hparams.compute_features, hparams.normalize, hparams.CNN
+        ).eval(),
+        stack_filter_properties([hparams.compute_features, hparams.CNN]),
+    )
+    return StreamingEncoder(
+        frontend, hparams.wrapper.transformer, dynchunktrain_config
+    ).eval()
+
+
+def transcribe_file_streaming(
+    model, audio_file, dynchunktrain_config, block_samples=STREAMING_BLOCK_SAMPLES
+):
+    """Transcribes an audio file chunk by chunk, reading it in blocks, so that
+    memory does not grow with its length.
+
+    Arguments
+    ---------
+    model : speechbrain.inference.ASR.EncoderASR
+        The model (``load_model``), trained with ``streaming: True``.
+    audio_file : str
+        The file, at the model's sampling rate (any number of channels).
+    dynchunktrain_config : DynChunkTrainConfig
+        Chunk size and left context, as in training.
+    block_samples : int
+        Samples read at a time.
+
+    Yields
+    ------
+    str
+        The text that each encoded chunk adds (possibly empty); together, the
+        offline greedy transcript of the file encoded with the same chunks.
+
+    Raises
+    ------
+    ValueError
+        If the file does not exist, is at another sampling rate or holds a
+        non-finite sample.
+    """
+    if not os.path.isfile(audio_file):
+        raise ValueError("no such file")
+    sample_rate = model.hparams.sample_rate
+    if soundfile.info(audio_file).samplerate != sample_rate:
+        raise ValueError(
+            f"streaming needs audio at the model's {sample_rate} Hz; "
+            "resample the file, or transcribe it offline"
+        )
+    encoder = make_streaming_encoder(model, dynchunktrain_config)
+    encoder_context = encoder.make_streaming_context()
+    decoder_context = CTCGreedyStreamingContext()
+    tokenizer_context = SentencePieceDecoderStreamingContext()
+    blocks = soundfile.blocks(
+        audio_file, blocksize=block_samples, dtype="float32", always_2d=True
+    )
+    block = next(blocks, None)
+    with torch.no_grad():
+        while block is not None:
+            following = next(blocks, None)  # the last block ends the stream
+            audio = torch.from_numpy(block).mean(dim=1)[None].to(model.device)
+            if not torch.isfinite(audio).all():
+                raise ValueError("the audio holds non-finite samples (NaN or inf)")
+            for chunk in encoder(audio, encoder_context, final=following is None):
+                (token_ids,) = ctc_greedy_decode_streaming(
+                    model.hparams.ctc_lin(chunk),
+                    decoder_context,
+                    blank_id=model.hparams.blank_index,
+                )
+                yield decode_tokens_streaming(
+                    model.tokenizer, token_ids, tokenizer_context
+                )
+            block = following
+
+
+def transcribe_files(model, audio_files, out=None, err=None, streaming_config=None):
     """Writes ``FILE<TAB>TRANSCRIPT`` lines, and an error line per failure.
 
     Arguments
@@ -213,6 +329,9 @@ def transcribe_files(model, audio_files, out=None, err=None):
         The files to transcribe.
     out, err : file, optional
         Where transcripts and errors go (default: stdout and stderr).
+    streaming_config : DynChunkTrainConfig, optional
+        Transcribe chunk by chunk with this configuration, each line written
+        as its transcript grows; None transcribes each file whole.
 
     Returns
     -------
@@ -223,14 +342,46 @@ def transcribe_files(model, audio_files, out=None, err=None):
     err = err or sys.stderr
     failed = []
     for audio_file in audio_files:
+        started = False
         try:
-            transcript = transcribe_file(model, audio_file)
+            pieces = (
+                [transcribe_file(model, audio_file)]
+                if streaming_config is None
+                else transcribe_file_streaming(model, audio_file, streaming_config)
+            )
+            for piece in pieces:
+                if not started:
+                    print(f"{audio_file}\t", end="", file=out)
+                    started = True
+                print(piece, end="", file=out, flush=True)
         except Exception as error:  # one bad file must not stop the others
             failed.append(audio_file)
+            if started:
+                print(file=out, flush=True)
             print(f"error: cannot transcribe {audio_file}: {error}", file=err)
             continue
-        print(f"{audio_file}\t{transcript}", file=out, flush=True)
+        if not started:  # a file too short for any chunk
+            print(f"{audio_file}\t", end="", file=out)
+        print(file=out, flush=True)
     return failed
+
+
+def left_chunks_argument(value):
+    """``--left-chunks``: a number of chunks >= 0, or "none" for all."""
+    if value.lower() == "none":
+        return None
+    chunks = int(value)
+    if chunks < 0:
+        raise argparse.ArgumentTypeError("give a number >= 0 or none")
+    return chunks
+
+
+def positive_integer_argument(value):
+    """A whole number >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("give a whole number >= 1")
+    return number
 
 
 def main(argv=None):
@@ -242,14 +393,37 @@ def main(argv=None):
         "--model", required=True, help="inference folder written by a CTC recipe"
     )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="transcribe chunk by chunk, printing the transcript as it grows",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=positive_integer_argument,
+        default=8,
+        help="with --streaming: encoder frames (40 ms each) per chunk",
+    )
+    parser.add_argument(
+        "--left-chunks",
+        type=left_chunks_argument,
+        default=None,
+        help="with --streaming: chunks of left context, or none for all the "
+        "past (the default; PoM and SummaryMixing only)",
+    )
     parser.add_argument("files", nargs="+", help="audio files to transcribe")
     args = parser.parse_args(argv)
+    streaming_config = (
+        DynChunkTrainConfig(args.chunk_size, args.left_chunks)
+        if args.streaming
+        else None
+    )
     try:
         model = load_model(args.model, args.device)
     except InferenceFolderError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CANNOT_LOAD
-    failed = transcribe_files(model, args.files)
+    failed = transcribe_files(model, args.files, streaming_config=streaming_config)
     return EXIT_FILE_FAILED if failed else 0
 
 

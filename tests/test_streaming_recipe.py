@@ -6,9 +6,17 @@ transcribed chunk by chunk (``transcribe --streaming`` and SpeechBrain's
 One tiny BEST-RQ pre-training and one CTC fine-tuning run per module.
 """
 
+import glob
 import os
+import shutil
 
+import numpy as np
 import pytest
+import soundfile
+import torch
+from speechbrain.decoders import ctc_greedy_decode
+from speechbrain.inference.ASR import StreamingASR
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from test_ctc_recipe import (
     BESTRQ_FOLDER,
     CTC_FOLDER,
@@ -17,6 +25,9 @@ from test_ctc_recipe import (
     run_recipe,
     skip_prep_overrides,
 )
+
+from speechbrain_pom.transcribe import load_model
+from speechbrain_pom.transcribe import main as transcribe_main
 
 STREAMING = {"streaming": True}
 
@@ -120,3 +131,88 @@ def test_hypermixing_refuses_to_stream_before_any_work(
     assert result.returncode != 0
     assert "mixer 'hypermixing' cannot train with chunks or stream" in result.stderr
     assert not list(output_folder.glob("**/CKPT+*"))
+
+
+@pytest.fixture(scope="module")
+def talkative_model(streaming_ctc, tmp_path_factory):
+    """A copy of the streaming inference folder whose CTC head is random, so
+    that every chunk emits labels: one epoch on the tiny corpus may leave a
+    head that emits only blanks, and equal empty transcripts prove nothing.
+    The encoder is the one trained with chunks."""
+    folder = tmp_path_factory.mktemp("talkative") / "model"
+    shutil.copytree(os.path.join(streaming_ctc, "model"), folder)
+    weights = torch.load(folder / "model.ckpt", weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    weights["2.w.weight"] = torch.randn(
+        weights["2.w.weight"].shape, generator=generator
+    )
+    weights["2.w.bias"].zero_()
+    torch.save(weights, folder / "model.ckpt")
+    return str(folder)
+
+
+def offline_chunked_transcript(model, audio_file, config):
+    """Greedy transcript of the whole file, encoded at once with ``config``'s
+    chunks (the training-time computation)."""
+    hparams = model.hparams
+    audio = model.load_audio(audio_file)[None]
+    whole = torch.ones(1)
+    with torch.no_grad():
+        features = hparams.normalize(hparams.compute_features(audio), whole)
+        encoded = hparams.wrapper(
+            hparams.CNN(features), whole, dynchunktrain_config=config
+        )
+        (token_ids,) = ctc_greedy_decode(
+            hparams.ctc_lin(encoded), whole, blank_id=hparams.blank_index
+        )
+    return "".join(model.tokenizer.decode_ndim(token_ids))
+
+
+@pytest.fixture(scope="module")
+def recorded_audio_file(tiny_librispeech, tmp_path_factory):
+    """A test utterance with a noise floor, as recordings have. Fbank floors
+    its dB values at 80 dB below the loudest value of the whole utterance,
+    which a stream cannot know yet; the synthetic corpus has digital silence
+    (a range over 80 dB), so that floor would differ between the stream and
+    the whole. With noise the range stays within 80 dB and the streamed
+    front-end is exact."""
+    clean = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
+    audio, sample_rate = soundfile.read(clean, dtype="float32")
+    noise = np.random.default_rng(0).normal(0.0, 0.01, audio.shape)
+    path = tmp_path_factory.mktemp("recorded") / "utterance.flac"
+    soundfile.write(path, (audio + noise).astype("float32"), sample_rate)
+    return str(path)
+
+
+@pytest.mark.parametrize("chunk_size, left_chunks", [(4, None), (3, 2)])
+def test_streamed_transcript_equals_offline_chunked_transcript(
+    talkative_model, recorded_audio_file, chunk_size, left_chunks, capsys
+):
+    config = DynChunkTrainConfig(chunk_size, left_chunks)
+    model = load_model(talkative_model)
+    expected = offline_chunked_transcript(model, recorded_audio_file, config)
+    assert len(expected) > 20
+    capsys.readouterr()
+    exit_code = transcribe_main(
+        ["--model", talkative_model, "--streaming", "--chunk-size", str(chunk_size)]
+        + ["--left-chunks", str(left_chunks).lower(), recorded_audio_file]
+    )
+    assert exit_code == 0
+    assert capsys.readouterr().out == f"{recorded_audio_file}\t{expected}\n"
+
+
+def test_streaming_asr_loads_the_folder_and_transcribes(
+    streaming_ctc, tiny_librispeech
+):
+    folder = os.path.join(streaming_ctc, "model")
+    asr = StreamingASR.from_hparams(
+        source=folder, savedir=folder, hparams_file="streaming_hyperparams.yaml"
+    )
+    config = DynChunkTrainConfig(8, None)
+    # Each chunk of audio gives one chunk of encoder frames, as in training.
+    context = asr.make_streaming_context(config)
+    chunk = torch.rand(1, asr.get_chunk_size_frames(config))
+    assert asr.encode_chunk(context, chunk).shape == (1, 8, 29)
+    audio_file = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
+    transcript = asr.transcribe_file(audio_file, config, use_torchaudio_streaming=False)
+    assert isinstance(transcript, str)

@@ -61,6 +61,9 @@ RECIPE_FOLDER = os.path.dirname(os.path.abspath(__file__))
 INFERENCE_TEMPLATE = os.path.join(RECIPE_FOLDER, "inference", "hyperparams.yaml")
 # The copy of the encoder yaml that the inference hyperparams.yaml includes.
 INFERENCE_ENCODER_YAML = "conformer_encoder.yaml"
+# The inference folder's yaml for StreamingASR, copied as is (it includes
+# hyperparams.yaml).
+INFERENCE_STREAMING_YAML = "streaming_hyperparams.yaml"
 
 
 class CTCBrain(TimeBudgetBrain):
@@ -346,11 +349,15 @@ def dataio_prepare(
 def export_inference_folder(
     inference_folder, encoder_yaml, settings, model, normalize, tokenizer
 ):
-    """Writes the folder that ``EncoderASR.from_hparams`` loads offline.
+    """Writes the folder that ``EncoderASR.from_hparams`` loads offline and
+    ``StreamingASR.from_hparams(..., hparams_file="streaming_hyperparams.yaml")``
+    chunk by chunk.
 
     It holds ``hyperparams.yaml`` (``inference/hyperparams.yaml`` filled in,
     including a copy of the encoder yaml so that it builds the same
-    Conformer), ``model.ckpt`` (front-end, encoder and CTC head),
+    Conformer), ``streaming_hyperparams.yaml`` (a copy of
+    ``inference/streaming_hyperparams.yaml``), ``model.ckpt`` (front-end,
+    encoder and CTC head),
     ``normalize.ckpt`` and ``tokenizer.ckpt``; files refer to each other by
     name, so the folder can be moved. It is written beside and swapped in
     whole.
@@ -372,6 +379,10 @@ def export_inference_folder(
     """
     with folder_written_whole(inference_folder) as folder:
         shutil.copyfile(encoder_yaml, os.path.join(folder, INFERENCE_ENCODER_YAML))
+        shutil.copyfile(
+            os.path.join(RECIPE_FOLDER, "inference", INFERENCE_STREAMING_YAML),
+            os.path.join(folder, INFERENCE_STREAMING_YAML),
+        )
         torch.save(model.state_dict(), os.path.join(folder, "model.ckpt"))
         normalize._save(os.path.join(folder, "normalize.ckpt"))
         values = {**settings, "tokenizer": tokenizer.save(folder)}
