@@ -4,16 +4,19 @@
    5 hours of unlabelled speech from many voices, labelled subsets of 5, 10
    and 60 minutes, dev and test on held-out voices;
 2. pre-train a PoM Conformer with BEST-RQ on the unlabelled speech;
-3. fine-tune it with CTC on the 5 labelled minutes, decode the test set and
-   write an inference folder;
+3. fine-tune it with CTC on the 5 labelled minutes, with Dynamic Chunk
+   Training (``streaming: True``) so that the model also streams, decode the
+   test set and write an inference folder;
 4. train the same CTC model from scratch on the same 5 minutes, for the same
-   number of steps (at its own best learning rates);
-5. transcribe one test file and print a results table.
+   number of steps (at its own best learning rates), also with chunks;
+5. transcribe one test file offline and streaming (chunks of 320 ms, all the
+   left context) and print a results table.
 
 Every step runs the repository's recipes as a user would (the commands are
 printed). The steps and settings are those of the PoM rows of
 ``benchmarks/compare_mixers.py --study main`` (seed 1), which repeats them
-for other mixers and seeds.
+for other mixers and seeds, except for the chunks (``--no-streaming``
+fine-tunes without them, as there).
 
 Usage: python -m speechbrain_pom.demo --out results/demo
 
@@ -47,6 +50,10 @@ from speechbrain_pom.experiments import (
 )
 
 LABELLED_MINUTES = (5, 10, 60)
+# Streaming transcription of the test file: 8 encoder frames (320 ms) per
+# chunk, the size the recipes validate with, and all the left context.
+STREAMING_CHUNK_SIZE = 8
+STREAMING_LEFT_CHUNKS = "none"
 
 
 def main(argv=None):
@@ -63,6 +70,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="fine-tune without Dynamic Chunk Training (the test file is "
+        "still transcribed streaming too)",
+    )
     args = parser.parse_args(argv)
 
     out = os.path.abspath(args.out)
@@ -103,6 +116,7 @@ def main(argv=None):
                 "output_folder": folder,
                 "pt_model_path": pt_model_path,
                 "optimizer_step_limit": args.finetune_steps,
+                "streaming": not args.no_streaming,
                 "inference_folder": os.path.join(
                     out, "model" if pt_model_path != "null" else "scratch_model"
                 ),
@@ -130,25 +144,29 @@ def main(argv=None):
         for name in names
         if name.endswith(".flac")
     )[0]
-    transcription = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "speechbrain_pom.transcribe",
-            "--model",
-            os.path.join(out, "model"),
-            test_file,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+
+    def transcribe(*options):
+        command = [sys.executable, "-m", "speechbrain_pom.transcribe"]
+        command += ["--model", os.path.join(out, "model"), *options, test_file]
+        print("$ python " + " ".join(command[1:]), flush=True)
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    offline_transcription = transcribe()
+    streaming_transcription = transcribe(
+        "--streaming",
+        "--chunk-size",
+        str(STREAMING_CHUNK_SIZE),
+        "--left-chunks",
+        STREAMING_LEFT_CHUNKS,
+    )
 
     summary = {
         "mixer": "pom",
         "labelled_minutes": args.labelled_minutes,
         "pretrain_steps": args.pretrain_steps,
         "finetune_steps": args.finetune_steps,
+        "streaming_training": not args.no_streaming,
         "test_wer": test_wer,
         "test_cer": test_cer,
         "pretrain_minutes": round(pretrain_minutes, 2),
@@ -163,7 +181,13 @@ def main(argv=None):
     with open(os.path.join(out, "summary.json"), "w") as fout:
         json.dump(summary, fout, indent=2)
 
-    print("\nTranscription of one held-out test file:\n  " + transcription)
+    print(
+        "\nTranscription of one held-out test file:\n"
+        f"  offline:   {offline_transcription}\n"
+        f"  streaming: {streaming_transcription}\n"
+        f"  (streaming: chunks of {STREAMING_CHUNK_SIZE * 40} ms, all the left "
+        "context, transcript printed as it grows)"
+    )
     labels = f"{args.labelled_minutes:g} min of labels"
     rows = [
         ("PoM Conformer, 144 x 4", "wall minutes", "test CER %", "test WER %"),
