@@ -13,8 +13,10 @@ grows; memory does not grow with the file (for PoM and SummaryMixing). The
 streamed transcript equals the offline greedy transcript of the whole file
 encoded with the same chunks: the front-end (``StreamingFrontEnd``), the
 encoder (``StreamingEncoder``) and greedy CTC decoding
-(``ctc_greedy_decode_streaming``) are exact chunk by chunk. Streaming needs
-the model's sampling rate (no resampling). A file that cannot be read,
+(``ctc_greedy_decode_streaming``) are exact chunk by chunk, but for Fbank's
+floor at 80 dB below the loudest value of the utterance, which a stream takes
+over the audio it holds (the same unless the audio has digital silence).
+Streaming needs the model's sampling rate (no resampling). A file that cannot be read,
 or whose samples are not all finite (NaN, inf), gets an error line naming it
 on stderr, the other files are still transcribed, and the exit code is 1. An
 inference folder that cannot be loaded (a missing or damaged file, weights of
@@ -276,7 +278,8 @@ def transcribe_file_streaming(
     ------
     str
         The text that each encoded chunk adds (possibly empty); together, the
-        offline greedy transcript of the file encoded with the same chunks.
+        offline greedy transcript of the file encoded with the same chunks
+        (up to Fbank's 80 dB floor, see the module's description).
 
     Raises
     ------
