@@ -10,6 +10,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_FOLDER = os.path.join(ROOT, "recipes", "CommonVoice", "ASR", "CTC")
 
 
+def run_recipe(overrides):
+    """Runs the CommonVoice CTC recipe with ``overrides``; the CompletedProcess."""
+    arguments = [sys.executable, "train_with_bestrq.py", "hparams/ctc_bestrq_pom.yaml"]
+    for key, value in overrides.items():
+        arguments += [f"--{key}", str(value)]
+    return subprocess.run(
+        arguments, cwd=RECIPE_FOLDER, capture_output=True, text=True, timeout=600
+    )
+
+
 def test_commonvoice_recipe_runs_end_to_end(tiny_commonvoice, tmp_path):
     # A copy of the corpus whose train.tsv names a clip that does not exist.
     data_folder = tmp_path / "en"
@@ -39,15 +49,34 @@ def test_commonvoice_recipe_runs_end_to_end(tiny_commonvoice, tmp_path):
         "num_workers": 0,
         "max_batch_length": 20,
     }
-    arguments = [sys.executable, "train_with_bestrq.py", "hparams/ctc_bestrq_pom.yaml"]
-    for key, value in overrides.items():
-        arguments += [f"--{key}", str(value)]
-    result = subprocess.run(
-        arguments, cwd=RECIPE_FOLDER, capture_output=True, text=True, timeout=600
-    )
+    result = run_recipe(overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(output_folder / "wer_test.txt", encoding="utf-8") as fin:
         assert "%WER" in fin.read()
     with open(output_folder / "save" / "train_skipped.txt", encoding="utf-8") as fin:
         assert "common_voice_en_missing" in fin.read()
     assert (output_folder / "model" / "tokenizer.ckpt").is_file()
+
+    # SpeechBrain's recipe-test flags: the given csv files are read as they
+    # are and no csv is written.
+    given = tmp_path / "given"
+    given.mkdir()
+    for name in ("train.csv", "dev.csv", "test.csv"):
+        shutil.copy(output_folder / "save" / name, given / name)
+    before = {path.name: path.read_bytes() for path in given.iterdir()}
+    again = tmp_path / "again"
+    result = run_recipe(
+        {
+            **overrides,
+            "output_folder": again,
+            "skip_prep": True,
+            "train_csv": given / "train.csv",
+            "valid_csv": given / "dev.csv",
+            "test_csv": f"[{given / 'test.csv'}]",
+        }
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {path.name: path.read_bytes() for path in given.iterdir()} == before
+    assert not list(again.rglob("*.csv"))
+    with open(again / "wer_test.txt", encoding="utf-8") as fin:
+        assert "%WER" in fin.read()

@@ -397,3 +397,39 @@ def test_transcribe_reports_non_finite_audio_per_file(
     assert f"error: cannot transcribe {bad}: the audio holds non-finite samples" in (
         captured.err
     )
+
+
+def test_ctc_resumes_from_previous_checkpoint_when_newest_is_truncated(
+    tiny_librispeech, tmp_path
+):
+    first = run_ctc(
+        tiny_librispeech,
+        str(tmp_path),
+        pt_model_path="null",
+        number_of_epochs=2,
+        num_checkpoints_kept=2,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    save = tmp_path / "save"
+    previous, newest = sorted(
+        (folder for folder in save.iterdir() if folder.name.startswith("CKPT+")),
+        key=lambda folder: folder.stat().st_mtime,
+    )
+    model_file = newest / "model.ckpt"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+
+    result = run_ctc(
+        tiny_librispeech,
+        str(tmp_path),
+        pt_model_path="null",
+        number_of_epochs=3,
+        num_checkpoints_kept=2,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stderr + result.stdout
+    assert f"Skipping checkpoint {newest}" in log
+    assert f"Loading a checkpoint from {previous}" in log
+    # Epoch 2 is trained again, from the previous checkpoint, then epoch 3.
+    with open(tmp_path / "train_log.txt", encoding="utf-8") as fin:
+        epochs = [line.split(",")[0] for line in fin if line.startswith("epoch")]
+    assert epochs == ["epoch: 1", "epoch: 2", "epoch: 2", "epoch: 3"]
