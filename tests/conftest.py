@@ -10,6 +10,12 @@ import importlib.util
 import os
 
 import pytest
+import torch
+from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+from speechbrain.nnet.containers import LengthsCapableSequential
+from speechbrain.processing.features import InputNormalization
+from speechbrain.utils.filter_analysis import stack_filter_properties
 
 from speechbrain_pom.data.tiny_corpus import generate_corpus, make_commonvoice_layout
 
@@ -64,3 +70,24 @@ def librispeech_prepare():
 def common_voice_prepare():
     """The ``recipes/CommonVoice/common_voice_prepare.py`` module."""
     return load_recipe_module("CommonVoice/common_voice_prepare.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_frontend():
+    """The recipes' front-end (hparams/conformer_encoder.yaml) with a smaller
+    CNN, in eval mode, and its filter properties: (module, properties)."""
+    torch.manual_seed(0)
+    fbank = Fbank(n_mels=20)
+    normalize = InputNormalization(norm_type="global")
+    normalize(fbank(torch.randn(2, 16000)), torch.ones(2))  # global statistics
+    cnn = ConvolutionFrontEnd(
+        input_shape=[None, None, 20],
+        num_blocks=2,
+        num_layers_per_block=1,
+        out_channels=[8, 4],
+        kernel_sizes=[5, 5],
+        strides=[2, 2],
+        residuals=[False, False],
+    )
+    module = LengthsCapableSequential(fbank, normalize, cnn).eval()
+    return module, stack_filter_properties([fbank, cnn])

@@ -3,12 +3,7 @@
 import pytest
 import torch
 from speechbrain.decoders import ctc_greedy_decode
-from speechbrain.lobes.features import Fbank
-from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
-from speechbrain.nnet.containers import LengthsCapableSequential
-from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
-from speechbrain.utils.filter_analysis import stack_filter_properties
 
 from speechbrain_pom.decoders import (
     CTCGreedyStreamingContext,
@@ -19,23 +14,10 @@ from speechbrain_pom.streaming import StreamingEncoder
 from speechbrain_pom.streaming_frontend import StreamingFrontEnd
 
 
-def tiny_model(mixer):
-    """Front-end (as in hparams/conformer_encoder.yaml, smaller) and encoder."""
+def tiny_encoder(mixer):
+    """The encoder for the tiny front-end of conftest.py."""
     torch.manual_seed(0)
-    fbank = Fbank(n_mels=20)
-    normalize = InputNormalization(norm_type="global")
-    normalize(fbank(torch.randn(2, 16000)), torch.ones(2))  # global statistics
-    cnn = ConvolutionFrontEnd(
-        input_shape=[None, None, 20],
-        num_blocks=2,
-        num_layers_per_block=1,
-        out_channels=[8, 4],
-        kernel_sizes=[5, 5],
-        strides=[2, 2],
-        residuals=[False, False],
-    )
-    frontend = LengthsCapableSequential(fbank, normalize, cnn).eval()
-    net = MixerTransformerASR(
+    return MixerTransformerASR(
         tgt_vocab=1,
         input_size=20,  # 4 channels x 20 / 4 mel bins
         d_model=16,
@@ -48,14 +30,16 @@ def tiny_model(mixer):
         normalize_before=True,
         mixer=mixer,
     ).eval()
-    return frontend, stack_filter_properties([fbank, cnn]), net
 
 
 @pytest.mark.parametrize(
     "mixer, left_chunks", [("pom", None), ("pom", 1), ("summarymixing", None)]
 )
-def test_streamed_audio_equals_offline_encoding_and_decoding(mixer, left_chunks):
-    frontend, properties, net = tiny_model(mixer)
+def test_streamed_audio_equals_offline_encoding_and_decoding(
+    tiny_frontend, mixer, left_chunks
+):
+    frontend, properties = tiny_frontend
+    net = tiny_encoder(mixer)
     config = DynChunkTrainConfig(chunk_size=4, left_context_size=left_chunks)
     encoder = StreamingEncoder(StreamingFrontEnd(frontend, properties), net, config)
     ctc_lin = torch.nn.Linear(16, 5)

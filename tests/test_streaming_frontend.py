@@ -2,33 +2,8 @@
 
 import pytest
 import torch
-from speechbrain.lobes.features import Fbank
-from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
-from speechbrain.nnet.containers import LengthsCapableSequential
-from speechbrain.processing.features import InputNormalization
-from speechbrain.utils.filter_analysis import stack_filter_properties
 
 from speechbrain_pom.streaming_frontend import StreamingFrontEnd
-
-
-@pytest.fixture(scope="module")
-def frontend():
-    """The recipes' front-end (hparams/conformer_encoder.yaml), smaller CNN."""
-    torch.manual_seed(0)
-    fbank = Fbank(n_mels=20)
-    normalize = InputNormalization(norm_type="global")
-    normalize(fbank(torch.randn(2, 16000)), torch.ones(2))  # global statistics
-    cnn = ConvolutionFrontEnd(
-        input_shape=[None, None, 20],
-        num_blocks=2,
-        num_layers_per_block=1,
-        out_channels=[8, 4],
-        kernel_sizes=[5, 5],
-        strides=[2, 2],
-        residuals=[False, False],
-    )
-    module = LengthsCapableSequential(fbank, normalize, cnn).eval()
-    return module, stack_filter_properties([fbank, cnn])
 
 
 @pytest.mark.parametrize(
@@ -36,8 +11,8 @@ def frontend():
     [[640 * 4] * 30, [1000, 3, 5000, 7777, 1] * 6, [20000]],
     ids=["chunks of 4 frames", "ragged pieces", "one piece"],
 )
-def test_streamed_frames_equal_offline_frames(frontend, pieces):
-    module, properties = frontend
+def test_streamed_frames_equal_offline_frames(tiny_frontend, pieces):
+    module, properties = tiny_frontend
     streaming = StreamingFrontEnd(module, properties)
     audio = torch.randn(2, 16000 + 123)
     context = streaming.make_streaming_context()
@@ -57,8 +32,8 @@ def test_streamed_frames_equal_offline_frames(frontend, pieces):
     assert longest_kept <= 2 * (streaming.reach + streaming.stride)
 
 
-def test_frames_wait_for_their_lookahead(frontend):
-    module, properties = frontend
+def test_frames_wait_for_their_lookahead(tiny_frontend):
+    module, properties = tiny_frontend
     streaming = StreamingFrontEnd(module, properties)
     context = streaming.make_streaming_context()
     stride, reach = streaming.stride, streaming.reach
