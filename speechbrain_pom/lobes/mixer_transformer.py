@@ -23,13 +23,11 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from speechbrain.lobes.models.transformer.Transformer import PositionalEncoding
 from speechbrain.lobes.models.transformer.TransformerASR import (
     TransformerASR,
     TransformerASRStreamingContext,
     make_transformer_src_tgt_masks,
 )
-from speechbrain.nnet.hypermixing import HyperMixing
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from speechbrain_pom.nnet.chunk_mean import CAUSAL, StreamingMean
@@ -45,8 +43,6 @@ MIXERS = tuple(PACKAGE_MIXERS) + SPEECHBRAIN_MIXERS
 # encoding and passes no positional embeddings, which a mean-based mixer
 # ignores anyway (order comes from the convolution module).
 HOST_ATTENTION_TYPE = "RoPEMHA"
-# The decoder's positional table, which SpeechBrain builds without a decoder.
-DECODER_POSITIONS = "positional_encoding_decoder.pe"
 
 
 def build_mixer(name, d_model, options=None):
@@ -80,6 +76,29 @@ def build_mixer(name, d_model, options=None):
             f"Unknown option(s) {unknown} for mixer {name!r}; valid options: {accepted}"
         )
     return mixer_class(d_model, **options)
+
+
+def initialise_as_transformer_asr(module):
+    """Initialises a module as ``TransformerASR._init_params`` does the
+    modules it builds: Xavier normal for every parameter of more than one
+    dimension; biases and norms keep their constructor's values.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        Initialised in place.
+
+    Example
+    -------
+    >>> layer = torch.nn.Linear(4, 3)
+    >>> bias = layer.bias.clone()
+    >>> initialise_as_transformer_asr(layer)
+    >>> torch.equal(layer.bias, bias)
+    True
+    """
+    for parameter in module.parameters():
+        if parameter.dim() > 1:
+            torch.nn.init.xavier_normal_(parameter)
 
 
 @dataclass
@@ -146,10 +165,12 @@ class MixerTransformerASR(TransformerASR):
     """SpeechBrain's ``TransformerASR`` whose encoder mixer is chosen by name.
 
     For "RelPosMHAXL", "RoPEMHA" and "hypermixing" the model is exactly
-    SpeechBrain's (same parameter names as its recipes), except that
-    HyperMixing gets ``max_length`` (SpeechBrain leaves it at 3000 frames,
-    which breaks longer inputs). For "pom" and "summarymixing" SpeechBrain
-    builds the encoder and each layer's ``mha_layer`` is replaced.
+    SpeechBrain's: built by ``TransformerASR`` with the same arguments, it has
+    the same state_dict and, for a given seed, the same initial weights. For
+    "pom" and "summarymixing" SpeechBrain builds the encoder and each layer's
+    ``mha_layer`` is replaced; the new mixers are initialised by
+    ``TransformerASR``'s own rule (Xavier normal for every parameter of more
+    than one dimension).
 
     Arguments
     ---------
@@ -164,7 +185,7 @@ class MixerTransformerASR(TransformerASR):
     d_ffn : int
         Feed-forward width (and HyperMixing's hypernetwork width).
     max_length : int
-        Longest input in frames for the mixers that need one (HyperMixing).
+        Length of SpeechBrain's sinusoidal position tables (its default).
     mixer : str
         One of ``MIXERS``.
     mixer_options : dict, optional
@@ -223,11 +244,14 @@ class MixerTransformerASR(TransformerASR):
                 f"mixer_options {options} given for mixer {mixer!r}, which "
                 f"takes none (only {list(PACKAGE_MIXERS)} do)"
             )
-        # Fail on bad options before building a large encoder.
+        # Fail on bad options before building a large encoder, without
+        # drawing from the random generator: the seed must give the weights
+        # that SpeechBrain's TransformerASR gets from it.
         if mixer in PACKAGE_MIXERS:
             if kwargs.get("encoder_module") != "conformer":
                 raise ValueError(f"Mixer {mixer!r} needs encoder_module='conformer'")
-            build_mixer(mixer, d_model, options)
+            with torch.random.fork_rng(devices=[]):
+                build_mixer(mixer, d_model, options)
         host = mixer if mixer in SPEECHBRAIN_MIXERS else HOST_ATTENTION_TYPE
         super().__init__(
             tgt_vocab,
@@ -241,25 +265,10 @@ class MixerTransformerASR(TransformerASR):
             **kwargs,
         )
         self.mixer = mixer
-        if kwargs.get("num_decoder_layers") == 0 and hasattr(
-            self, "positional_encoding_decoder"
-        ):
-            # SpeechBrain builds a (1, max_length, d_model) decoder positional
-            # table even without a decoder.
-            del self.positional_encoding_decoder
-        for layer in self.encoder.layers:
-            if mixer == "hypermixing" and hasattr(layer, "mha_layer"):
-                layer.mha_layer = HyperMixing(
-                    input_output_dim=d_model,
-                    hypernet_size=d_ffn,
-                    tied=False,
-                    num_heads=nhead,
-                    fix_tm_hidden_size=False,
-                    max_length=max_length,
-                )
-            elif mixer in PACKAGE_MIXERS:
+        if mixer in PACKAGE_MIXERS:
+            for layer in self.encoder.layers:
                 layer.mha_layer = build_mixer(mixer, d_model, options)
-        self._keep_sinusoids_out_of_checkpoints()
+                initialise_as_transformer_asr(layer.mha_layer)
 
     def encode(self, src, wav_len=None, pad_idx=0, dynchunktrain_config=None):
         """Encoder forward pass, optionally chunked (Dynamic Chunk Training).
@@ -431,22 +440,3 @@ class MixerTransformerASR(TransformerASR):
                 "HyperMixing ignores attention masks. Use pom, summarymixing, "
                 "RelPosMHAXL or RoPEMHA."
             )
-
-    def _keep_sinusoids_out_of_checkpoints(self):
-        """Sinusoidal position tables are rebuilt with the model, so they are
-        not saved: with max_length 100000 they made the checkpoints of a
-        3.3M-parameter model 70 MB (and 20 times that with HyperMixing, one
-        table per layer). Checkpoints saved with them still load."""
-        self._fixed_tables = [DECODER_POSITIONS]
-        for name, module in self.named_modules():
-            if isinstance(module, PositionalEncoding):
-                table = module.pe
-                del module.pe
-                module.register_buffer("pe", table, persistent=False)
-                self._fixed_tables.append(f"{name}.pe")
-        self._register_load_state_dict_pre_hook(self._drop_fixed_tables)
-
-    def _drop_fixed_tables(self, state_dict, prefix, *args):
-        """Load hook: ignores the position tables of older checkpoints."""
-        for name in self._fixed_tables:
-            state_dict.pop(prefix + name, None)
