@@ -1,5 +1,6 @@
-"""Strict loading of pre-trained weights: a BEST-RQ encoder for fine-tuning,
-an inference folder's model, and the re-initialisation of top layers.
+"""Strict loading of pre-trained weights (a BEST-RQ encoder for fine-tuning,
+an inference folder's model), the re-initialisation of top layers and a
+learned weighted sum of the encoder's layers.
 
 SpeechBrain's ``Pretrainer`` only warns about parameters that do not match; a
 fine-tuning run started from the wrong checkpoint would then silently train
@@ -13,6 +14,7 @@ Authors
 import os
 
 import torch
+import torch.nn.functional as F
 from speechbrain.utils.checkpoints import METAFNAME
 from speechbrain.utils.logger import get_logger
 
@@ -21,7 +23,8 @@ from speechbrain_pom.checkpoints import SafeCheckpointer
 logger = get_logger(__name__)
 
 # Order of the modules in the ModuleList saved as ``model.ckpt`` by the
-# BEST-RQ recipe: [CNN, wrapper, Quantizer, linear].
+# BEST-RQ recipe, as by SpeechBrain's: [CNN, wrapper] (the quantiser and the
+# linear layer are separate recoverables).
 CNN_PREFIX = "0."
 WRAPPER_PREFIX = "1."
 MODEL_FILE = "model.ckpt"
@@ -219,7 +222,7 @@ def reinitialise_top_layers(wrapper, count):
     Arguments
     ---------
     wrapper : speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper
-        The encoder, as built by ``hparams/conformer_encoder.yaml``.
+        The encoder, as the recipes build it.
     count : int
         How many layers, from the top; 0 changes nothing.
 
@@ -258,8 +261,9 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
     """Loads the CNN front-end, the encoder and the input normalisation of a
     BEST-RQ checkpoint, strictly.
 
-    The quantiser and the codebook-prediction head of the checkpoint are
-    ignored; every other key must match the model, name and shape.
+    ``model.ckpt`` holds SpeechBrain's BEST-RQ layout, ``[CNN, wrapper]``
+    (keys ``0.*`` and ``1.*``), the ``pt_model`` of SpeechBrain's CTC recipe;
+    every key must match the model, name and shape.
 
     Arguments
     ---------
@@ -300,16 +304,11 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
             f"{len(folders)}; see the warnings above)."
         )
     checkpoint_file = os.path.join(folder, MODEL_FILE)
-    found = {
-        key: value
-        for key, value in state.items()
-        if key.startswith((CNN_PREFIX, WRAPPER_PREFIX))
-    }
     expected = _expected_state(cnn, wrapper)
     problem = describe_mismatch(
         checkpoint_file,
         "the encoder of this recipe",
-        *compare_state_dicts(expected, found),
+        *compare_state_dicts(expected, state),
     )
     if problem is not None:
         raise PretrainedMismatchError(problem)
@@ -317,9 +316,74 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
         module.load_state_dict(
             {
                 key[len(prefix) :]: value
-                for key, value in found.items()
+                for key, value in state.items()
                 if key.startswith(prefix)
             }
         )
     normalize._load_statistics_dict(statistics)
     return folder
+
+
+def output_hidden_states(wrapper):
+    """Makes an encoder return ``(output, hidden_states)``: the input of its
+    first layer and the output of every layer, as SpeechBrain's
+    ``TransformerASR`` does with ``output_hidden_states``.
+
+    Arguments
+    ---------
+    wrapper : speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper
+        The encoder; changed in place (its weights are not).
+
+    Returns
+    -------
+    int
+        The number of hidden states: layers + 1.
+    """
+    transformer = wrapper.transformer
+    transformer.output_hidden_states = True
+    transformer.encoder.output_hidden_states = True
+    return len(transformer.encoder.layers) + 1
+
+
+class WeightedLayerSum(torch.nn.Module):
+    """A learned softmax-weighted sum of an encoder's hidden states, as
+    SpeechBrain's ``WeightedSSLModel`` (the MP3S benchmark) reads an SSL
+    model: the weights start equal (zeros before the softmax).
+
+    Arguments
+    ---------
+    num_layers : int
+        The number of hidden states summed (layers + 1).
+
+    Example
+    -------
+    >>> layer_sum = WeightedLayerSum(3)
+    >>> hidden = [torch.full((2, 5, 4), float(value)) for value in (0, 3, 6)]
+    >>> layer_sum(hidden)[0, 0, 0].item()
+    3.0
+    """
+
+    def __init__(self, num_layers):
+        super().__init__()
+        self.weights = torch.nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, hidden_states):
+        """The weighted sum.
+
+        Arguments
+        ---------
+        hidden_states : list of torch.Tensor
+            ``num_layers`` tensors of the same shape.
+
+        Returns
+        -------
+        torch.Tensor
+            The sum, of that shape.
+        """
+        if len(hidden_states) != len(self.weights):
+            raise ValueError(
+                f"{len(hidden_states)} hidden states for {len(self.weights)} "
+                "layer weights"
+            )
+        weights = F.softmax(self.weights, dim=-1)
+        return sum(w * h for w, h in zip(weights, hidden_states, strict=True))

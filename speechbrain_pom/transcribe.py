@@ -57,7 +57,7 @@ from speechbrain_pom.tokenizers import decode_tokens_streaming
 REQUIRED_FILES = ("hyperparams.yaml", "model.ckpt", "normalize.ckpt", "tokenizer.ckpt")
 # Keys of hyperparams.yaml without which EncoderASR would load nothing (no
 # pretrainer: random weights) or fail later.
-REQUIRED_KEYS = ("output_neurons", "modules", "tokenizer", "decoding_function")
+REQUIRED_KEYS = ("output_neurons_ctc", "modules", "tokenizer", "decoding_function")
 # The last key of the exported hyperparams.yaml: a truncated file lacks it.
 LAST_KEY = "pretrainer"
 EXIT_FILE_FAILED = 1
@@ -133,7 +133,7 @@ def _check_files(model_folder):
     _check_tokenizer(
         os.path.join(model_folder, "tokenizer.ckpt"),
         tokenizer_class,
-        keys["output_neurons"],
+        keys["output_neurons_ctc"],
     )
 
 
@@ -253,7 +253,7 @@ def make_streaming_encoder(model, dynchunktrain_config):
         stack_filter_properties([hparams.compute_features, hparams.CNN]),
     )
     return StreamingEncoder(
-        frontend, hparams.wrapper.transformer, dynchunktrain_config
+        frontend, hparams.enc.transformer, dynchunktrain_config
     ).eval()
 
 
@@ -311,7 +311,7 @@ def transcribe_file_streaming(
                 raise ValueError("the audio holds non-finite samples (NaN or inf)")
             for chunk in encoder(audio, encoder_context, final=following is None):
                 (token_ids,) = ctc_greedy_decode_streaming(
-                    model.hparams.ctc_lin(chunk),
+                    model.hparams.ctc_lin(model.hparams.back_end_ffn(chunk)),
                     decoder_context,
                     blank_id=model.hparams.blank_index,
                 )

@@ -74,7 +74,7 @@ def common_voice_prepare():
 
 @pytest.fixture(scope="module")
 def tiny_frontend():
-    """The recipes' front-end (hparams/conformer_encoder.yaml) with a smaller
+    """The recipes' front-end (Fbank, global normalisation, 4x CNN) with a smaller
     CNN, in eval mode, and its filter properties: (module, properties)."""
     torch.manual_seed(0)
     fbank = Fbank(n_mels=20)
@@ -85,7 +85,7 @@ def tiny_frontend():
         num_blocks=2,
         num_layers_per_block=1,
         out_channels=[8, 4],
-        kernel_sizes=[5, 5],
+        kernel_sizes=[3, 3],
         strides=[2, 2],
         residuals=[False, False],
     )

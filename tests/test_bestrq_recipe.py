@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import soundfile
+import torch
 
 RECIPE_DIR = os.path.join(
     os.path.dirname(os.path.dirname(__file__)),
@@ -19,9 +22,19 @@ TINY_MODEL = [
     "--train_splits", "[train-clean-100]",
     "--d_model", "32", "--nhead", "2", "--num_encoder_layers", "1",
     "--d_ffn", "64", "--kernel_size", "7", "--cb_vocab", "64",
-    "--precision", "fp32", "--max_batch_length", "20", "--num_buckets", "2",
-    "--num_workers", "0", "--n_warmup_steps", "4", "--lr", "0.003",
+    "--precision", "fp32", "--max_batch_len", "20", "--train_num_buckets", "2",
+    "--train_dataloader_options", "{num_workers: 0}",
+    "--test_dataloader_options", "{batch_size: 2, num_workers: 0}",
+    "--grad_accumulation_factor", "1", "--avoid_if_shorter_than", "0.5",
+    "--n_warmup_steps", "4", "--lr", "0.003",
 ]  # fmt: skip
+# SpeechBrain's recoverables: model = [CNN, wrapper], the rest apart (the
+# last three are added by SpeechBrain's Brain).
+SPEECHBRAIN_CHECKPOINT_FILES = {
+    "model.ckpt", "quantizer.ckpt", "linear.ckpt", "noam_scheduler.ckpt",
+    "normalize.ckpt", "counter.ckpt", "CKPT.yaml",
+    "optimizer.ckpt", "brain.ckpt", "dataloader-TRAIN.ckpt",
+}  # fmt: skip
 
 
 def run_recipe(data_folder, output_folder, *extra, launcher=(sys.executable,)):
@@ -43,8 +56,8 @@ def run_recipe(data_folder, output_folder, *extra, launcher=(sys.executable,)):
 
 
 def logged_epochs(output_folder):
-    """(epoch, train loss) for each line of the recipe's train_log.txt."""
-    with open(os.path.join(output_folder, "train_log.txt")) as log:
+    """(epoch, train loss) for each line of the recipe's train_stage_log.txt."""
+    with open(os.path.join(output_folder, "train_stage_log.txt")) as log:
         return [
             (int(m.group(1)), float(m.group(2)))
             for m in re.finditer(r"epoch: (\d+),.*?train loss: ([\d.e+-]+)", log.read())
@@ -65,14 +78,19 @@ def pretrained(tiny_librispeech, tmp_path_factory):
     return output, result
 
 
-def test_writes_checkpoint_and_csvs(pretrained):
+def test_writes_speechbrain_checkpoint_layout_and_csvs(pretrained):
     output, _ = pretrained
-    (latest,) = checkpoints(output)[-1:]
-    files = os.listdir(os.path.join(output, "save", latest))
-    assert {"model.ckpt", "normalize.ckpt", "optimizer.ckpt", "counter.ckpt"} <= set(
-        files
-    )
-    with open(os.path.join(output, "save", "train.csv")) as csv:
+    # SpeechBrain keeps the 3 most recent checkpoints.
+    assert len(checkpoints(output)) == 3
+    latest = os.path.join(output, "save", checkpoints(output)[-1])
+    assert set(os.listdir(latest)) == SPEECHBRAIN_CHECKPOINT_FILES
+    model = torch.load(os.path.join(latest, "model.ckpt"), map_location="cpu")
+    assert model and all(key.startswith(("0.", "1.")) for key in model), list(model)
+    assert any(key.startswith("1.transformer.encoder.") for key in model)
+    meta = (output / "save" / checkpoints(output)[-1] / "CKPT.yaml").read_text()
+    for key in ("valid_loss", "epoch", "steps", "loss", "accuracy"):
+        assert f"{key}:" in meta, meta
+    with open(os.path.join(output, "train.csv")) as csv:
         assert csv.readline().strip() == "ID,duration,wav,spk_id,wrd"
         assert len(csv.readlines()) == 24
 
@@ -193,3 +211,33 @@ def test_recipes_differ_only_in_mixer():
         assert line.startswith(
             ("#", "mixer", "    degree", "    expand", "    formulation")
         ), line
+
+
+def test_hypermixing_cannot_stream(tiny_librispeech, tmp_path):
+    result = run_recipe(tiny_librispeech, tmp_path, "--mixer", "hypermixing")
+    assert result.returncode != 0
+    assert "streaming is True but mixer 'hypermixing'" in result.stderr
+    assert not (tmp_path / "train.csv").exists()
+
+
+def test_mask_length_must_cover_whole_encoder_frames(tiny_librispeech, tmp_path):
+    result = run_recipe(tiny_librispeech, tmp_path, "--mask_length", "6")
+    assert result.returncode != 0
+    assert "mask_length is 6: give a multiple of pad_to_divisible_by" in result.stderr
+
+
+def test_too_short_validation_utterance_is_named(tiny_librispeech, tmp_path):
+    # A valid csv whose first utterance lasts 20 ms (3 filterbank frames).
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, np.zeros(320), 16000)
+    valid_csv = tmp_path / "valid.csv"
+    valid_csv.write_text(f"ID,duration,wav,spk_id,wrd\nclip,0.02,{clip},1,A\n")
+    result = run_recipe(
+        tiny_librispeech, tmp_path / "out", "--number_of_epochs", "1",
+        "--valid_csv", str(valid_csv), "--optimizer_step_limit", "1",
+    )  # fmt: skip
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "fewer than mask_length=4 filterbank frames" in output
+    assert "valid_csv: ['clip'] (1 in all)" in output
+    assert not (tmp_path / "out" / "train_stage_log.txt").exists()  # no training

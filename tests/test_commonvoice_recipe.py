@@ -38,16 +38,20 @@ def test_commonvoice_recipe_runs_end_to_end(tiny_commonvoice, tmp_path):
         "output_folder": output_folder,
         "pt_model_path": "null",
         "token_type": "unigram",
-        "output_neurons": 40,
+        "output_neurons_ctc": 40,
         "number_of_epochs": 1,
-        "d_model": 32,
+        "pt_model_output_dim": 32,
         "nhead": 2,
         "num_encoder_layers": 1,
         "d_ffn": 64,
         "kernel_size": 7,
+        "dnn_neurons": 32,
         "precision": "fp32",
         "num_workers": 0,
-        "max_batch_length": 20,
+        "batch_size": 4,
+        "test_batch_size": 4,
+        "augment": False,
+        "test_beam_size": 10,
     }
     result = run_recipe(overrides)
     assert result.returncode == 0, result.stderr[-3000:]

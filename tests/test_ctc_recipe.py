@@ -1,7 +1,10 @@
 """End-to-end tests of the LibriSpeech CTC recipe (BEST-RQ checkpoint -> CTC
 fine-tuning -> inference folder -> transcription) and of the strict loader.
 
-A tiny BEST-RQ model is pre-trained once per module, on the tiny corpus.
+The tiny BEST-RQ checkpoint fine-tuned here is written once per module in
+SpeechBrain's BEST-RQ layout (``model`` = [CNN, wrapper], ``normalize``,
+``quantizer``, ``linear``, ``noam_scheduler``, ``counter``) by SpeechBrain's
+own Checkpointer and classes, from the modules the CTC yaml builds.
 """
 
 import glob
@@ -17,6 +20,11 @@ import soundfile
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
+from speechbrain.nnet.linear import Linear
+from speechbrain.nnet.quantisers import RandomProjectionQuantizer
+from speechbrain.nnet.schedulers import NoamScheduler
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.epoch_loop import EpochCounter
 
 from speechbrain_pom.pretrained import PretrainedMismatchError, load_bestrq_encoder
 from speechbrain_pom.transcribe import main as transcribe_main
@@ -26,8 +34,8 @@ BESTRQ_FOLDER = os.path.join(
     ROOT, "recipes", "LibriSpeech", "self-supervised-learning", "BEST-RQ"
 )
 CTC_FOLDER = os.path.join(ROOT, "recipes", "LibriSpeech", "ASR", "CTC")
-ENCODER_YAML = os.path.join(ROOT, "hparams", "conformer_encoder.yaml")
 
+# The BEST-RQ recipe's tiny encoder and run options (for test_streaming_recipe).
 TINY_ENCODER = {
     "d_model": "32",
     "nhead": "2",
@@ -35,16 +43,48 @@ TINY_ENCODER = {
     "d_ffn": "64",
     "kernel_size": "7",
 }
-RUN_OPTIONS = ["--precision", "fp32", "--num_workers", "0", "--max_batch_length", "20"]
+RUN_OPTIONS = [
+    "--precision", "fp32", "--max_batch_len", "20", "--train_num_buckets", "2",
+    "--train_dataloader_options", "{num_workers: 0}",
+    "--test_dataloader_options", "{batch_size: 2, num_workers: 0}",
+    "--grad_accumulation_factor", "1", "--avoid_if_shorter_than", "0.5",
+]  # fmt: skip
+# The CTC recipe's tiny encoder and back-end, and its run options.
+CTC_TINY = {
+    "pt_model_output_dim": 32,
+    "nhead": 2,
+    "num_encoder_layers": 1,
+    "d_ffn": 64,
+    "kernel_size": 7,
+    "dnn_neurons": 32,
+}
+CTC_RUN_OPTIONS = {
+    "precision": "fp32",
+    "num_workers": 0,
+    "batch_size": 4,
+    "test_batch_size": 4,
+    "augment": False,
+    "test_beam_size": 10,
+}
 
 
 def command_line(script, hparams_file, data_folder, output_folder, **overrides):
-    """The command running a recipe with the tiny encoder and ``overrides``."""
+    """The command running the BEST-RQ recipe with the tiny encoder and
+    ``overrides``."""
     arguments = [sys.executable, script, hparams_file]
     arguments += ["--data_folder", data_folder, "--output_folder", output_folder]
     for key, value in {**TINY_ENCODER, **overrides}.items():
         arguments += [f"--{key}", str(value)]
     return arguments + RUN_OPTIONS
+
+
+def ctc_command_line(hparams_file, data_folder, output_folder, **overrides):
+    """The command running the CTC recipe, tiny, with ``overrides``."""
+    arguments = [sys.executable, "train_with_bestrq.py", hparams_file]
+    arguments += ["--data_folder", data_folder, "--output_folder", output_folder]
+    for key, value in {**CTC_TINY, **CTC_RUN_OPTIONS, **overrides}.items():
+        arguments += [f"--{key}", str(value)]
+    return arguments
 
 
 def run_recipe(folder, arguments):
@@ -59,16 +99,12 @@ def run_ctc(data_folder, output_folder, mixer="pom", **overrides):
     for one epoch, tested on test-clean only."""
     overrides = {
         "test_splits": "[test-clean]",
-        "test_csv": "[!ref <save_folder>/test-clean.csv]",
+        "test_csv": "[!ref <output_folder>/test-clean.csv]",
         "number_of_epochs": 1,
         **overrides,
     }
-    arguments = command_line(
-        "train_with_bestrq.py",
-        f"hparams/ctc_bestrq_{mixer}.yaml",
-        data_folder,
-        output_folder,
-        **overrides,
+    arguments = ctc_command_line(
+        f"hparams/ctc_bestrq_{mixer}.yaml", data_folder, output_folder, **overrides
     )
     return run_recipe(CTC_FOLDER, arguments)
 
@@ -107,23 +143,49 @@ def skip_prep_overrides(given_csvs):
     }
 
 
+def ctc_hparams(tmp_folder, **changes):
+    """The tiny CTC recipe's hyperparameters (PoM), with ``changes``; built
+    with its output in ``tmp_folder``."""
+    overrides = {
+        **CTC_TINY,
+        "data_folder": str(tmp_folder),
+        "output_folder": str(tmp_folder),
+        "pt_model_path": None,
+        **changes,
+    }
+    hparams_file = os.path.join(CTC_FOLDER, "hparams", "ctc_bestrq_pom.yaml")
+    with open(hparams_file, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, overrides)
+
+
+def tiny_encoder(tmp_folder, **changes):
+    """CNN, enc and normalize of the tiny CTC recipe, with ``changes``."""
+    hparams = ctc_hparams(tmp_folder, **changes)
+    return hparams["CNN"], hparams["enc"], hparams["normalize"]
+
+
 @pytest.fixture(scope="module")
-def bestrq_save_folder(tiny_librispeech, given_csvs, tmp_path_factory):
-    """The save folder of a tiny BEST-RQ (PoM) pre-training of one epoch, on
-    csv files given with ``skip_prep``."""
-    output_folder = str(tmp_path_factory.mktemp("bestrq"))
-    arguments = command_line(
-        "train.py",
-        "hparams/bestrq_pom.yaml",
-        tiny_librispeech,
-        output_folder,
-        number_of_epochs=1,
-        cb_vocab=64,
-        **skip_prep_overrides(given_csvs),
+def bestrq_save_folder(tmp_path_factory):
+    """The save folder of a tiny BEST-RQ model in SpeechBrain's layout,
+    written by SpeechBrain's Checkpointer (one checkpoint, loss 1.0)."""
+    torch.manual_seed(0)
+    cnn, enc, normalize = tiny_encoder(tmp_path_factory.mktemp("bestrq_modules"))
+    normalize.train()
+    normalize(torch.randn(2, 50, 80), torch.ones(2))  # global statistics
+    save_folder = tmp_path_factory.mktemp("bestrq") / "save"
+    checkpointer = Checkpointer(
+        save_folder,
+        {
+            "model": torch.nn.ModuleList([cnn, enc]),
+            "noam_scheduler": NoamScheduler(lr_initial=0.0008, n_warmup_steps=10),
+            "normalize": normalize,
+            "counter": EpochCounter(1),
+            "quantizer": RandomProjectionQuantizer(640, 16, 64),
+            "linear": Linear(input_size=32, n_neurons=64),
+        },
     )
-    result = run_recipe(BESTRQ_FOLDER, arguments)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return os.path.join(output_folder, "save")
+    checkpointer.save_checkpoint(meta={"loss": 1.0})
+    return str(save_folder)
 
 
 @pytest.fixture(scope="module")
@@ -132,25 +194,17 @@ def ctc_output(tiny_librispeech, given_csvs, bestrq_save_folder, tmp_path_factor
     csv files given with ``skip_prep``."""
     output_folder = str(tmp_path_factory.mktemp("ctc"))
     folder, _ = given_csvs
+    # SpeechBrain's augmentation (the original and the augmented copy).
     result = run_ctc(
         tiny_librispeech,
         output_folder,
         pt_model_path=bestrq_save_folder,
         test_csv=f"[{folder / 'test-clean.csv'}]",
+        augment=True,
         **skip_prep_overrides(given_csvs),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return output_folder
-
-
-def tiny_encoder(**changes):
-    """CNN, wrapper and normalize of the tiny encoder, with ``changes``."""
-    settings = {key: int(value) for key, value in TINY_ENCODER.items()}
-    settings["mixer_options"] = {"pom": {"degree": 3, "expand": 2, "formulation": "A"}}
-    settings.update(changes)
-    with open(ENCODER_YAML, encoding="utf-8") as fin:
-        encoder = load_hyperpyyaml(fin, settings)
-    return encoder["CNN"], encoder["wrapper"], encoder["normalize"]
 
 
 def test_ctc_recipe_writes_reports_and_inference_folder(ctc_output):
@@ -168,8 +222,7 @@ def test_skip_prep_reads_the_given_csvs_and_writes_none(
 ):
     folder, states_before = given_csvs
     assert file_states(folder) == states_before
-    for output_folder in (os.path.dirname(bestrq_save_folder), ctc_output):
-        assert not glob.glob(f"{output_folder}/**/*.csv", recursive=True)
+    assert not glob.glob(f"{ctc_output}/**/*.csv", recursive=True)
     # The test set is the given file, named after it.
     with open(os.path.join(ctc_output, "wer_test-clean.txt"), encoding="utf-8") as fin:
         assert len(re.findall(r"^\d+-\d+-\d+, %WER", fin.read(), re.M)) == 6
@@ -184,16 +237,15 @@ def test_inference_yaml_is_the_template_filled(ctc_output):
     exported = yaml.load(text)
     assert list(exported) == list(template)
     assert ": !PLACEHOLDER" not in text
-    encoder = exported["encoder_hparams"]
-    assert encoder.tag.value == "!include:conformer_encoder.yaml"
-    assert (encoder["d_model"], encoder["num_encoder_layers"]) == (32, 1)
-    assert encoder["mixer"] == "pom"
-    assert dict(encoder["mixer_options"]["pom"]) == {
+    assert "!include" not in text  # standalone
+    assert (exported["pt_model_output_dim"], exported["num_encoder_layers"]) == (32, 1)
+    assert exported["mixer"] == "pom"
+    assert dict(exported["mixer_options"]["pom"]) == {
         "degree": 3,
         "expand": 2,
         "formulation": "A",
     }
-    assert (exported["output_neurons"], exported["blank_index"]) == (29, 0)
+    assert (exported["output_neurons_ctc"], exported["blank_index"]) == (29, 0)
     assert exported["tokenizer"].tag.value.endswith("CTCTextEncoder")
 
 
@@ -250,8 +302,8 @@ def test_ctc_recipe_fails_fast_on_other_mixer(
     assert "missing keys" in output and "unexpected keys" in output
 
 
-def test_strict_loader_loads_matching_checkpoint(bestrq_save_folder):
-    cnn, wrapper, normalize = tiny_encoder()
+def test_strict_loader_loads_matching_checkpoint(bestrq_save_folder, tmp_path):
+    cnn, wrapper, normalize = tiny_encoder(tmp_path)
     folder = load_bestrq_encoder(bestrq_save_folder, cnn, wrapper, normalize)
     state = torch.load(os.path.join(folder, "model.ckpt"), weights_only=True)
     for key, value in wrapper.state_dict().items():
@@ -260,14 +312,14 @@ def test_strict_loader_loads_matching_checkpoint(bestrq_save_folder):
     assert load_bestrq_encoder(folder, cnn, wrapper, normalize) == folder
 
 
-def test_strict_loader_rejects_other_shapes(bestrq_save_folder):
-    cnn, wrapper, normalize = tiny_encoder(d_model=48, d_ffn=96)
+def test_strict_loader_rejects_other_shapes(bestrq_save_folder, tmp_path):
+    cnn, wrapper, normalize = tiny_encoder(tmp_path, pt_model_output_dim=48)
     with pytest.raises(PretrainedMismatchError, match="shape mismatches"):
         load_bestrq_encoder(bestrq_save_folder, cnn, wrapper, normalize)
 
 
 def test_strict_loader_rejects_folder_without_checkpoint(tmp_path):
-    cnn, wrapper, normalize = tiny_encoder()
+    cnn, wrapper, normalize = tiny_encoder(tmp_path / "modules")
     with pytest.raises(FileNotFoundError, match="No BEST-RQ checkpoint"):
         load_bestrq_encoder(str(tmp_path), cnn, wrapper, normalize)
 
@@ -283,8 +335,7 @@ def test_encoder_stays_fixed_for_freeze_encoder_steps(
         freeze_encoder_steps=10000,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    cnn, wrapper, normalize = tiny_encoder()
-    used = load_bestrq_encoder(bestrq_save_folder, cnn, wrapper, normalize)
+    (used,) = glob.glob(os.path.join(bestrq_save_folder, "CKPT+*"))
     pretrained = torch.load(os.path.join(used, "model.ckpt"), weights_only=True)
     fine_tuned = torch.load(
         os.path.join(str(tmp_path), "model", "model.ckpt"), weights_only=True
@@ -304,15 +355,22 @@ def model_copy(ctc_output, tmp_path):
 
 
 def save_other_model(model_folder, **encoder_changes):
-    """Replaces model.ckpt by the weights of another encoder (same head)."""
-    cnn, wrapper, _ = tiny_encoder(**encoder_changes)
-    head = torch.nn.Linear(encoder_changes.get("d_model", 32), 29)
-    model = torch.nn.ModuleList([cnn, wrapper, head])
+    """Replaces model.ckpt by the weights of another model."""
+    hparams = ctc_hparams(model_folder.parent / "other", **encoder_changes)
+    model = torch.nn.ModuleList(
+        [hparams[name] for name in ("CNN", "enc", "back_end_ffn", "ctc_lin")]
+    )
     torch.save(model.state_dict(), model_folder / "model.ckpt")
 
 
 def truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def truncate_lines(path):
+    """Keeps the first half of the lines of a text file."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]))
 
 
 DAMAGES = {
@@ -333,7 +391,7 @@ DAMAGES = {
         "tokenizer.ckpt",
     ),
     "truncated hyperparams.yaml": (
-        lambda f: truncate(f / "hyperparams.yaml"),
+        lambda f: truncate_lines(f / "hyperparams.yaml"),
         "hyperparams.yaml is incomplete",
     ),
     "another mixer": (
@@ -341,7 +399,7 @@ DAMAGES = {
         "unexpected keys: 1.transformer.encoder.layers.0.mha_layer.",
     ),
     "another size": (
-        lambda f: save_other_model(f, d_model=48, d_ffn=96),
+        lambda f: save_other_model(f, pt_model_output_dim=48),
         "shape mismatches",
     ),
 }
@@ -433,3 +491,71 @@ def test_ctc_resumes_from_previous_checkpoint_when_newest_is_truncated(
     with open(tmp_path / "train_log.txt", encoding="utf-8") as fin:
         epochs = [line.split(",")[0] for line in fin if line.startswith("epoch")]
     assert epochs == ["epoch: 1", "epoch: 2", "epoch: 2", "epoch: 3"]
+
+
+def newest_checkpoint(output_folder):
+    """The newest CKPT+ folder of a run."""
+    return max(
+        glob.glob(os.path.join(output_folder, "save", "CKPT+*")), key=os.path.getmtime
+    )
+
+
+def test_two_optimisers_with_their_learning_rates(ctc_output, tmp_path):
+    hparams = ctc_hparams(tmp_path)
+    checkpoint = newest_checkpoint(ctc_output)
+    for name, module, lr in (
+        ("bestrq_opt", hparams["pt_model"], 0.00005),
+        ("modelopt", hparams["model"], 0.0003),
+    ):
+        state = torch.load(os.path.join(checkpoint, f"{name}.ckpt"), weights_only=True)
+        (group,) = state["param_groups"]
+        assert group["params"] == list(range(len(list(module.parameters()))))
+        assert (group["lr"], group["weight_decay"]) == (lr, 0.001)
+        assert state["state"], f"{name} never stepped"
+    for name in ("model", "pt_model", "normalize", "scheduler_model"):
+        assert os.path.isfile(os.path.join(checkpoint, f"{name}.ckpt"))
+    assert os.path.isfile(os.path.join(checkpoint, "scheduler_bestrq.ckpt"))
+    with open(os.path.join(ctc_output, "train_log.txt"), encoding="utf-8") as fin:
+        assert "lr_model: 3.00e-04, lr_bestrq: 5.00e-05" in fin.read()
+
+
+def test_weighted_layers_frozen_probe_learns_its_layer_weights(
+    tiny_librispeech, given_csvs, bestrq_save_folder, tmp_path
+):
+    result = run_ctc(
+        tiny_librispeech,
+        str(tmp_path),
+        pt_model_path=bestrq_save_folder,
+        weighted_layers=True,
+        freeze_bestrq=True,
+        test_csv=f"[{given_csvs[0] / 'test-clean.csv'}]",
+        **skip_prep_overrides(given_csvs),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = newest_checkpoint(str(tmp_path))
+    model = torch.load(os.path.join(checkpoint, "model.ckpt"), weights_only=True)
+    # [back_end_ffn, ctc_lin, layer weights]: one weight per hidden state.
+    weights = model["2.weights"]
+    assert weights.shape == (2,) and not torch.equal(weights, torch.zeros(2))
+    # The frozen encoder is the pre-trained one.
+    (pretrained_checkpoint,) = glob.glob(os.path.join(bestrq_save_folder, "CKPT+*"))
+    pretrained = torch.load(
+        os.path.join(pretrained_checkpoint, "model.ckpt"), weights_only=True
+    )
+    pt_model = torch.load(os.path.join(checkpoint, "pt_model.ckpt"), weights_only=True)
+    assert pt_model.keys() == pretrained.keys()
+    for key, value in pretrained.items():
+        assert torch.equal(pt_model[key], value), key
+
+
+def test_unknown_sorting_is_refused_before_any_work(tiny_librispeech, tmp_path):
+    output_folder = tmp_path / "out"
+    result = run_ctc(
+        tiny_librispeech, str(output_folder), pt_model_path="null", sorting="longest"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: sorting is 'longest': give ascending, descending or random"
+    )
+    # Loading the yaml creates the empty checkpoint folder; nothing is written.
+    assert [path for path in output_folder.rglob("*") if path.is_file()] == []

@@ -121,12 +121,12 @@ def test_ctc_recipe_refuses_a_test_csv_that_is_not_a_list(tmp_path):
             "train_with_bestrq.py", "hparams/ctc_bestrq_pom.yaml",
             "--data_folder", str(tmp_path), "--output_folder", str(output_folder),
             "--pt_model_path", "null", "--test_csv", "test-clean.csv",
-            "--freeze_encoder", "yes",
+            "--freeze_bestrq", "yes",
         ],
     )  # fmt: skip
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("error: freeze_encoder is 'yes': give True or False")
+    assert last_line.startswith("error: freeze_bestrq is 'yes': give True or False")
     assert "test_csv is 'test-clean.csv': give a list" in last_line
     # Loading the yaml creates the empty checkpoint folder; nothing is written.
     assert files_under(output_folder) == []

@@ -21,6 +21,7 @@ from test_ctc_recipe import (
     BESTRQ_FOLDER,
     CTC_FOLDER,
     command_line,
+    ctc_command_line,
     run_ctc,
     run_recipe,
     skip_prep_overrides,
@@ -83,9 +84,9 @@ def streaming_ctc(tiny_librispeech, given_csvs, streaming_bestrq, tmp_path_facto
     return output_folder
 
 
-def logged_valid_losses(output_folder):
-    """The validation losses of a recipe's train_log.txt."""
-    with open(os.path.join(output_folder, "train_log.txt"), encoding="utf-8") as fin:
+def logged_valid_losses(output_folder, log_name):
+    """The validation losses of a recipe's per-epoch log."""
+    with open(os.path.join(output_folder, log_name), encoding="utf-8") as fin:
         return [
             float(line.split("valid loss: ")[1].split(",")[0])
             for line in fin
@@ -95,8 +96,11 @@ def logged_valid_losses(output_folder):
 
 def test_streaming_recipes_train_validate_and_export(streaming_bestrq, streaming_ctc):
     # Validation ran chunked (the sampler's valid_config) and gave a number.
-    for output_folder in (streaming_bestrq, streaming_ctc):
-        (loss,) = logged_valid_losses(output_folder)
+    for output_folder, log_name in (
+        (streaming_bestrq, "train_stage_log.txt"),
+        (streaming_ctc, "train_log.txt"),
+    ):
+        (loss,) = logged_valid_losses(output_folder, log_name)
         assert loss == loss and loss > 0
     assert os.path.isfile(os.path.join(streaming_ctc, "wer_test-clean.txt"))
 
@@ -118,15 +122,15 @@ def test_hypermixing_refuses_to_stream_before_any_work(
     recipe_folder, script, hparams_file, recipe_overrides, tiny_librispeech, tmp_path
 ):
     output_folder = tmp_path / "out"
-    arguments = command_line(
-        script,
-        hparams_file,
-        tiny_librispeech,
-        str(output_folder),
-        mixer="hypermixing",
-        **recipe_overrides,
-        **STREAMING,
-    )
+    overrides = {"mixer": "hypermixing", **recipe_overrides, **STREAMING}
+    if recipe_folder == CTC_FOLDER:
+        arguments = ctc_command_line(
+            hparams_file, tiny_librispeech, str(output_folder), **overrides
+        )
+    else:
+        arguments = command_line(
+            script, hparams_file, tiny_librispeech, str(output_folder), **overrides
+        )
     result = run_recipe(recipe_folder, arguments)
     assert result.returncode != 0
     assert "mixer 'hypermixing' cannot train with chunks or stream" in result.stderr
@@ -143,10 +147,11 @@ def talkative_model(streaming_ctc, tmp_path_factory):
     shutil.copytree(os.path.join(streaming_ctc, "model"), folder)
     weights = torch.load(folder / "model.ckpt", weights_only=True)
     generator = torch.Generator().manual_seed(0)
-    weights["2.w.weight"] = torch.randn(
-        weights["2.w.weight"].shape, generator=generator
+    # model.ckpt: [CNN, enc, back_end_ffn, ctc_lin].
+    weights["3.w.weight"] = torch.randn(
+        weights["3.w.weight"].shape, generator=generator
     )
-    weights["2.w.bias"].zero_()
+    weights["3.w.bias"].zero_()
     torch.save(weights, folder / "model.ckpt")
     return str(folder)
 
@@ -159,11 +164,11 @@ def offline_chunked_transcript(model, audio_file, config):
     whole = torch.ones(1)
     with torch.no_grad():
         features = hparams.normalize(hparams.compute_features(audio), whole)
-        encoded = hparams.wrapper(
-            hparams.CNN(features), whole, dynchunktrain_config=config
-        )
+        encoded = hparams.enc(hparams.CNN(features), whole, dynchunktrain_config=config)
         (token_ids,) = ctc_greedy_decode(
-            hparams.ctc_lin(encoded), whole, blank_id=hparams.blank_index
+            hparams.ctc_lin(hparams.back_end_ffn(encoded)),
+            whole,
+            blank_id=hparams.blank_index,
         )
     return "".join(model.tokenizer.decode_ndim(token_ids))
 

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """CTC fine-tuning on LibriSpeech of a Conformer encoder pre-trained with
-BEST-RQ (token mixer chosen in the yaml, PoM by default).
+BEST-RQ: SpeechBrain's recipe (recipes/LibriSpeech/ASR/CTC/
+train_with_bestrq.py) with the token mixer chosen in the yaml.
 
-The CNN front-end, the encoder and the input statistics are loaded, strictly,
-from the BEST-RQ checkpoint given by ``pt_model_path``; a linear CTC head is
-trained on top, the encoder and the head each with its own optimiser and
-learning-rate schedule. Validation uses greedy decoding, test a CTC beam
-search on every ``test_csv`` file (``wer_<test set>.txt`` and
-``cer_<test set>.txt`` in the output folder). Training ends by exporting an
-inference folder for ``speechbrain.inference.ASR.EncoderASR``, whose
-``hyperparams.yaml`` is ``inference/hyperparams.yaml`` filled in.
+The CNN front-end and the encoder (``pt_model``) and the input statistics are
+loaded, strictly, from the BEST-RQ checkpoint given by ``pt_model_path``; a
+back-end (``back_end_ffn``, three dense layers) and a linear CTC layer
+(``ctc_lin``) are trained on top. The encoder (``lr_bestrq``) and the
+back-end (``lr``) each have an AdamW optimiser and a NewBob schedule on the
+validation loss. Training waveforms are augmented (speed, dropped frequency
+bands and chunks), validation decodes greedily and test with a CTC beam
+search (optionally with a KenLM model) on every ``test_csv`` file
+(``wer_<test set>.txt`` and ``cer_<test set>.txt`` in ``output_wer_folder``).
+Training ends by exporting an inference folder for
+``speechbrain.inference.ASR.EncoderASR``, whose ``hyperparams.yaml`` is
+``inference/hyperparams.yaml`` filled in.
 
 To run this recipe:
     python train_with_bestrq.py hparams/ctc_bestrq_pom.yaml \
@@ -33,13 +38,18 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio import audio_io
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.preprocess import AudioNormalizer
-from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.decoders import ctc_greedy_decode
+from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_pom.export import fill_yaml_template, folder_written_whole
-from speechbrain_pom.pretrained import load_bestrq_encoder, reinitialise_top_layers
+from speechbrain_pom.pretrained import (
+    WeightedLayerSum,
+    load_bestrq_encoder,
+    output_hidden_states,
+    reinitialise_top_layers,
+)
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
@@ -55,16 +65,16 @@ logger = get_logger(__name__)
 RECIPE_FOLDER = os.path.dirname(os.path.abspath(__file__))
 # The inference folder's hyperparams.yaml, with !PLACEHOLDER values.
 INFERENCE_TEMPLATE = os.path.join(RECIPE_FOLDER, "inference", "hyperparams.yaml")
-# The copy of the encoder yaml that the inference hyperparams.yaml includes.
-INFERENCE_ENCODER_YAML = "conformer_encoder.yaml"
 # The inference folder's yaml for StreamingASR, copied as is (it includes
 # hyperparams.yaml).
 INFERENCE_STREAMING_YAML = "streaming_hyperparams.yaml"
+SORTINGS = ("ascending", "descending", "random")
 
 
 class CTCBrain(TimeBudgetBrain):
-    """CTC on top of the Conformer encoder, with its own optimiser and
-    learning-rate schedule for the encoder and for the output layer.
+    """CTC on top of the pre-trained encoder: a back-end and a CTC layer,
+    with one optimiser and learning-rate schedule for the encoder and one for
+    the back-end, as SpeechBrain's recipe.
 
     Arguments
     ---------
@@ -89,14 +99,9 @@ class CTCBrain(TimeBudgetBrain):
         if stage == sb.Stage.TRAIN and self.hparams.augment:
             wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
         feats = self.hparams.compute_features(wavs)
-        feats = self.modules.normalize(
-            feats, wav_lens, epoch=self.hparams.epoch_counter.current
-        )
-        train_encoder = (
-            stage == sb.Stage.TRAIN
-            and not self.hparams.freeze_encoder
-            and self.optimizer_step >= self.hparams.freeze_encoder_steps
-        )
+        # Without an epoch, as SpeechBrain's CTC recipe: the statistics keep
+        # being updated in training.
+        feats = self.modules.normalize(feats, wav_lens)
         # Dynamic Chunk Training: a chunk size and left context drawn per
         # batch (the sampler's valid_config and test_config outside training).
         dynchunktrain_config = (
@@ -104,14 +109,26 @@ class CTCBrain(TimeBudgetBrain):
             if self.hparams.streaming
             else None
         )
-        with torch.set_grad_enabled(train_encoder):
-            encoded = self.modules.wrapper(
+        # A frozen encoder still runs in training mode (dropout), as in
+        # SpeechBrain; only its gradients, which no optimiser uses, are spared.
+        with torch.set_grad_enabled(stage == sb.Stage.TRAIN and self.encoder_trains()):
+            encoded = self.modules.enc(
                 self.modules.CNN(feats),
                 wav_lens,
                 dynchunktrain_config=dynchunktrain_config,
             )
-        log_probs = self.hparams.log_softmax(self.modules.ctc_lin(encoded))
-        return log_probs, wav_lens
+        if self.hparams.weighted_layers:
+            _, hidden_states = encoded
+            encoded = self.modules.layer_sum(hidden_states)
+        logits = self.modules.ctc_lin(self.modules.back_end_ffn(encoded))
+        return self.hparams.log_softmax(logits), wav_lens
+
+    def encoder_trains(self):
+        """Whether this training step updates the pre-trained encoder."""
+        return (
+            not self.hparams.freeze_bestrq
+            and self.optimizer_step >= self.hparams.freeze_encoder_steps
+        )
 
     def compute_objectives(self, predictions, batch, stage):
         """CTC loss; outside training also decodes and scores WER and CER."""
@@ -123,9 +140,9 @@ class CTCBrain(TimeBudgetBrain):
         loss = self.hparams.ctc_cost(log_probs.float(), tokens, wav_lens, token_lens)
         if stage != sb.Stage.TRAIN:
             predicted = [
-                text.split() for text in self.decode(log_probs, wav_lens, stage)
+                text.split(" ") for text in self.decode(log_probs, wav_lens, stage)
             ]
-            targets = [text.split() for text in batch.wrd]
+            targets = [text.split(" ") for text in batch.wrd]
             self.wer_metric.append(batch.id, predicted, targets)
             self.cer_metric.append(batch.id, predicted, targets)
         return loss
@@ -142,22 +159,29 @@ class CTCBrain(TimeBudgetBrain):
         return [self.tokenizer.decode(ids) for ids in token_ids]
 
     def init_optimizers(self):
-        """One optimiser for the CTC head, one for the encoder unless frozen."""
-        self.optimizers_dict = {
-            "head": self.hparams.head_opt_class(self.modules.ctc_lin.parameters())
-        }
-        self.lr_schedulers = {"head": self.hparams.lr_annealing_head}
-        if not self.hparams.freeze_encoder:
-            encoder_parameters = list(self.modules.CNN.parameters()) + list(
-                self.modules.wrapper.parameters()
-            )
-            self.optimizers_dict["encoder"] = self.hparams.encoder_opt_class(
-                encoder_parameters
-            )
-            self.lr_schedulers["encoder"] = self.hparams.lr_annealing_encoder
+        """SpeechBrain's two AdamW optimisers: ``bestrq_opt`` for the CNN and
+        the encoder (``pt_model``), ``modelopt`` for the back-end
+        (``model``); both are checkpointed, the first steps unless
+        ``freeze_bestrq``."""
+        self.bestrq_optimizer = self.hparams.bestrq_opt_class(
+            self.modules.pt_model.parameters()
+        )
+        self.model_optimizer = self.hparams.model_opt_class(
+            self.hparams.model.parameters()
+        )
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        if not self.hparams.freeze_bestrq:
+            self.optimizers_dict["bestrq_optimizer"] = self.bestrq_optimizer
         if self.checkpointer is not None:
-            for name, optimizer in self.optimizers_dict.items():
-                self.checkpointer.add_recoverable(f"{name}_optimizer", optimizer)
+            self.checkpointer.add_recoverable("bestrq_opt", self.bestrq_optimizer)
+            self.checkpointer.add_recoverable("modelopt", self.model_optimizer)
+
+    def freeze_optimizers(self, optimizers):
+        """The back-end's optimiser alone for the first
+        ``freeze_encoder_steps`` steps."""
+        if self.encoder_trains():
+            return optimizers
+        return {"model_optimizer": self.model_optimizer}
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the error-rate statistics."""
@@ -177,17 +201,19 @@ class CTCBrain(TimeBudgetBrain):
             "WER": self.wer_metric.summarize("error_rate"),
         }
         if stage == sb.Stage.VALID:
-            learning_rates = {}
-            for name, optimizer in self.optimizers_dict.items():
-                _, new_lr = self.lr_schedulers[name](stage_loss)
-                sb.nnet.schedulers.update_learning_rate(optimizer, new_lr)
-                learning_rates[f"lr_{name}"] = new_lr
+            old_lr_model, new_lr_model = self.hparams.lr_annealing_model(stage_loss)
+            old_lr_bestrq, new_lr_bestrq = self.hparams.lr_annealing_bestrq(stage_loss)
+            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr_model)
+            sb.nnet.schedulers.update_learning_rate(
+                self.bestrq_optimizer, new_lr_bestrq
+            )
             self.hparams.train_logger.log_stats(
                 stats_meta={
                     "epoch": epoch,
+                    "lr_model": old_lr_model,
+                    "lr_bestrq": old_lr_bestrq,
                     "steps": self.optimizer_step,
                     "minutes": round(self.minutes_trained(), 2),
-                    **learning_rates,
                 },
                 train_stats=self.train_stats,
                 valid_stats=stats,
@@ -201,20 +227,49 @@ class CTCBrain(TimeBudgetBrain):
             self.hparams.train_logger.log_stats(
                 stats_meta={
                     "test set": self.test_set_name,
-                    "epochs trained": self.hparams.epoch_counter.current,
+                    "Epoch loaded": self.hparams.epoch_counter.current,
                 },
                 test_stats=stats,
             )
-            for metric_name, metric in (
-                ("wer", self.wer_metric),
-                ("cer", self.cer_metric),
-            ):
-                report = os.path.join(
-                    self.hparams.output_folder,
-                    f"{metric_name}_{self.test_set_name}.txt",
-                )
-                with open(report, "w", encoding="utf-8") as fout:
-                    metric.write_stats(fout)
+            if if_main_process():
+                os.makedirs(self.hparams.output_wer_folder, exist_ok=True)
+                for metric_name, metric in (
+                    ("wer", self.wer_metric),
+                    ("cer", self.cer_metric),
+                ):
+                    report = os.path.join(
+                        self.hparams.output_wer_folder,
+                        f"{metric_name}_{self.test_set_name}.txt",
+                    )
+                    with open(report, "w", encoding="utf-8") as fout:
+                        metric.write_stats(fout)
+
+
+def check_sorting(sorting):
+    """Refuses a ``sorting`` that SpeechBrain's recipe does not know.
+
+    Arguments
+    ---------
+    sorting : str
+        ascending, descending or random.
+
+    Raises
+    ------
+    RecipeValueError
+        For another value.
+
+    Example
+    -------
+    >>> check_sorting("ascending")
+    >>> check_sorting("longest")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_pom.recipe_checks.RecipeValueError: sorting is 'longest': ...
+    """
+    if sorting not in SORTINGS:
+        raise RecipeValueError(
+            f"sorting is {sorting!r}: give ascending, descending or random"
+        )
 
 
 def test_set_names(test_csvs):
@@ -245,69 +300,53 @@ def test_set_names(test_csvs):
     return named
 
 
-def dataio_prepare(
-    data_folder,
-    train_csv,
-    valid_csv,
-    test_csvs,
-    tokenizer,
-    sample_rate,
-    avoid_if_longer_than,
-    max_batch_length,
-    num_buckets,
-    shuffle,
-    num_workers,
-):
-    """Builds the train, valid and test datasets and their loader options.
+def dataio_prepare(hparams, test_csvs, tokenizer):
+    """Builds the train, valid and test datasets, as SpeechBrain's recipe:
+    training utterances in the order ``sorting`` gives (ascending or
+    descending duration without shuffling, or as listed), validation and
+    test by ascending duration.
 
     Arguments
     ---------
-    data_folder : str
-        Replaces ``$data_root`` in the csv files.
-    train_csv, valid_csv : str
-        The training and validation csv files.
+    hparams : dict
+        The recipe's hyperparameters (data_folder, train_csv, valid_csv,
+        sorting, sample_rate); ``train_dataloader_opts`` gets
+        ``shuffle: False`` when sorted.
     test_csvs : dict
         ``{test set name: csv file}``.
     tokenizer : speechbrain_pom.tokenizers.CTCTokenizer
         Encodes the transcripts.
-    sample_rate : int
-        Audio is resampled (and downmixed) to this rate.
-    avoid_if_longer_than : float
-        Training utterances longer than this (seconds) are left out.
-    max_batch_length : float
-        Seconds of audio per batch (dynamic batching).
-    num_buckets : int
-        Length buckets of the dynamic batching.
-    shuffle : bool
-        Whether training batches come in random order.
-    num_workers : int
-        Data loading processes.
 
     Returns
     -------
-    datasets : dict
+    dict
         ``{"train": ..., "valid": ..., "test": {name: ...}}``.
-    loader_options : dict
-        Dataloader keyword arguments with the same keys.
     """
-    audio_normalizer = AudioNormalizer(sample_rate=sample_rate)
+    audio_normalizer = AudioNormalizer(sample_rate=hparams["sample_rate"])
 
-    def load_csv(csv_file, max_duration=None):
-        dataset = DynamicItemDataset.from_csv(
-            csv_path=csv_file, replacements={"data_root": data_folder}
-        )
-        return dataset.filtered_sorted(
-            sort_key="duration",
-            key_max_value={"duration": max_duration} if max_duration else {},
+    def load_csv(csv_file):
+        return DynamicItemDataset.from_csv(
+            csv_path=csv_file, replacements={"data_root": hparams["data_folder"]}
         )
 
+    train_data = load_csv(hparams["train_csv"])
+    if hparams["sorting"] in ("ascending", "descending"):
+        train_data = train_data.filtered_sorted(
+            sort_key="duration", reverse=hparams["sorting"] == "descending"
+        )
+        # Sorted batches would be pointless if shuffled.
+        hparams["train_dataloader_opts"]["shuffle"] = False
     datasets = {
-        "train": load_csv(train_csv, avoid_if_longer_than),
-        "valid": load_csv(valid_csv),
-        "test": {name: load_csv(csv_file) for name, csv_file in test_csvs.items()},
+        "train": train_data,
+        "valid": load_csv(hparams["valid_csv"]).filtered_sorted(sort_key="duration"),
+        "test": {
+            name: load_csv(csv_file).filtered_sorted(sort_key="duration")
+            for name, csv_file in test_csvs.items()
+        },
     }
     all_datasets = [datasets["train"], datasets["valid"], *datasets["test"].values()]
 
+    # Resampled and downmixed, so that any audio file can be read.
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
@@ -322,66 +361,64 @@ def dataio_prepare(
     sb.dataio.dataset.add_dynamic_item(all_datasets, audio_pipeline)
     sb.dataio.dataset.add_dynamic_item(all_datasets, text_pipeline)
     sb.dataio.dataset.set_output_keys(all_datasets, ["id", "sig", "wrd", "tokens"])
-
-    def loader(dataset, shuffled):
-        sampler = DynamicBatchSampler(
-            dataset,
-            max_batch_length=max_batch_length,
-            num_buckets=num_buckets,
-            length_func=lambda item: float(item["duration"]),
-            shuffle=shuffled,
-            batch_ordering="random" if shuffled else "descending",
-        )
-        return {"batch_sampler": sampler, "num_workers": num_workers}
-
-    loader_options = {
-        "train": loader(datasets["train"], shuffle),
-        "valid": loader(datasets["valid"], False),
-        "test": {name: loader(data, False) for name, data in datasets["test"].items()},
-    }
-    return datasets, loader_options
+    return datasets
 
 
-def export_inference_folder(
-    inference_folder, encoder_yaml, settings, model, normalize, tokenizer
-):
+# The values the inference template takes from the recipe's hyperparameters.
+INFERENCE_SETTINGS = (
+    "sample_rate",
+    "n_fft",
+    "n_mels",
+    "pt_model_output_dim",
+    "nhead",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "d_ffn",
+    "output_neurons",
+    "encoder_module",
+    "kernel_size",
+    "mixer",
+    "mixer_options",
+    "dnn_neurons",
+    "output_neurons_ctc",
+    "blank_index",
+)
+
+
+def export_inference_folder(inference_folder, hparams, tokenizer):
     """Writes the folder that ``EncoderASR.from_hparams`` loads offline and
     ``StreamingASR.from_hparams(..., hparams_file="streaming_hyperparams.yaml")``
     chunk by chunk.
 
-    It holds ``hyperparams.yaml`` (``inference/hyperparams.yaml`` filled in,
-    including a copy of the encoder yaml so that it builds the same
-    Conformer), ``streaming_hyperparams.yaml`` (a copy of
-    ``inference/streaming_hyperparams.yaml``), ``model.ckpt`` (front-end,
-    encoder and CTC head),
-    ``normalize.ckpt`` and ``tokenizer.ckpt``; files refer to each other by
-    name, so the folder can be moved. It is written beside and swapped in
-    whole.
+    It holds ``hyperparams.yaml`` (``inference/hyperparams.yaml`` filled in:
+    it builds the recipe's modules itself), ``streaming_hyperparams.yaml`` (a
+    copy of ``inference/streaming_hyperparams.yaml``), ``model.ckpt``
+    (``[CNN, enc, back_end_ffn, ctc_lin]``), ``normalize.ckpt`` and
+    ``tokenizer.ckpt``; files refer to each other by name, so the folder can
+    be moved. It is written beside and swapped in whole.
 
     Arguments
     ---------
     inference_folder : str
         The folder written.
-    encoder_yaml : str
-        The encoder yaml that the recipe includes.
-    settings : dict
-        The value of every placeholder of the template but ``tokenizer``.
-    model : torch.nn.ModuleList
-        Front-end, encoder and CTC head, in the template's order.
-    normalize : speechbrain.processing.features.InputNormalization
-        The input statistics.
+    hparams : dict
+        The recipe's hyperparameters: its modules and the values of
+        ``INFERENCE_SETTINGS``.
     tokenizer : speechbrain_pom.tokenizers.CTCTokenizer
         The tokenizer used in training.
     """
+    model = torch.nn.ModuleList(
+        [hparams[name] for name in ("CNN", "enc", "back_end_ffn", "ctc_lin")]
+    )
     with folder_written_whole(inference_folder) as folder:
-        shutil.copyfile(encoder_yaml, os.path.join(folder, INFERENCE_ENCODER_YAML))
         shutil.copyfile(
             os.path.join(RECIPE_FOLDER, "inference", INFERENCE_STREAMING_YAML),
             os.path.join(folder, INFERENCE_STREAMING_YAML),
         )
         torch.save(model.state_dict(), os.path.join(folder, "model.ckpt"))
-        normalize._save(os.path.join(folder, "normalize.ckpt"))
-        values = {**settings, "tokenizer": tokenizer.save(folder)}
+        hparams["normalize"]._save(os.path.join(folder, "normalize.ckpt"))
+        values = {name: hparams[name] for name in INFERENCE_SETTINGS}
+        values["tokenizer"] = tokenizer.save(folder)
         with open(
             os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8"
         ) as fout:
@@ -400,8 +437,8 @@ def main():
                 "skip_prep": hparams["skip_prep"],
                 "skip_bad_files": hparams["skip_bad_files"],
                 "augment": hparams["augment"],
-                "shuffle": hparams["shuffle"],
-                "freeze_encoder": hparams["freeze_encoder"],
+                "freeze_bestrq": hparams["freeze_bestrq"],
+                "weighted_layers": hparams["weighted_layers"],
                 "streaming": hparams["streaming"],
             },
             lists={
@@ -416,6 +453,7 @@ def main():
                 "reinit_top_layers": hparams["reinit_top_layers"],
             },
         )
+        check_sorting(hparams["sorting"])
         check_can_stream(hparams["streaming"], hparams["mixer"])
         test_csvs = test_set_names(hparams["test_csv"])
         sb.utils.distributed.ddp_init_group(run_opts)
@@ -436,14 +474,15 @@ def main():
             prepare_librispeech,
             kwargs={
                 "data_folder": hparams["data_folder"],
-                "save_folder": hparams["save_folder"],
+                # As SpeechBrain's recipe: the csv files in output_folder.
+                "save_folder": hparams["output_folder"],
                 "tr_splits": hparams["train_splits"],
                 "dev_splits": hparams["dev_splits"],
                 "te_splits": hparams["test_splits"],
                 "merge_lst": hparams["train_splits"],
                 # The merged csv is written at train_csv.
                 "merge_name": os.path.relpath(
-                    hparams["train_csv"], hparams["save_folder"]
+                    hparams["train_csv"], hparams["output_folder"]
                 ),
                 "skip_bad_files": hparams["skip_bad_files"],
                 # Transcripts with a character the tokenizer lacks are named.
@@ -470,40 +509,34 @@ def main():
         loaded = load_bestrq_encoder(
             hparams["pt_model_path"],
             hparams["CNN"],
-            hparams["wrapper"],
+            hparams["enc"],
             hparams["normalize"],
         )
         logger.info(f"Encoder initialised from the BEST-RQ checkpoint {loaded}")
-        reinitialise_top_layers(hparams["wrapper"], hparams["reinit_top_layers"])
+        reinitialise_top_layers(hparams["enc"], hparams["reinit_top_layers"])
     else:
         logger.info("No pt_model_path: the encoder is trained from scratch.")
+    if hparams["weighted_layers"]:
+        # The layer weights belong to the back-end (optimised with lr, saved
+        # in model.ckpt).
+        layer_sum = WeightedLayerSum(output_hidden_states(hparams["enc"]))
+        hparams["model"].append(layer_sum)
+        hparams["modules"]["layer_sum"] = layer_sum
 
     tokenizer = CTCTokenizer(
         token_type=hparams["token_type"],
-        output_neurons=hparams["output_neurons"],
+        output_neurons=hparams["output_neurons_ctc"],
         blank_index=hparams["blank_index"],
         char_alphabet=hparams["char_alphabet"],
         model_dir=hparams["save_folder"],
         train_csv=hparams["train_csv"],
         character_coverage=hparams["character_coverage"],
     )
-    datasets, loader_options = dataio_prepare(
-        data_folder=hparams["data_folder"],
-        train_csv=hparams["train_csv"],
-        valid_csv=hparams["valid_csv"],
-        test_csvs=test_csvs,
-        tokenizer=tokenizer,
-        sample_rate=hparams["sample_rate"],
-        avoid_if_longer_than=hparams["avoid_if_longer_than"],
-        max_batch_length=hparams["max_batch_length"],
-        num_buckets=hparams["num_buckets"],
-        shuffle=hparams["shuffle"],
-        num_workers=hparams["num_workers"],
-    )
+    datasets = dataio_prepare(hparams, test_csvs, tokenizer)
     brain = CTCBrain(
         tokenizer=tokenizer,
-        test_searcher=hparams["test_searcher"](
-            blank_index=hparams["blank_index"], vocab_list=tokenizer.vocab_list()
+        test_searcher=CTCBeamSearcher(
+            **hparams["test_beam_search"], vocab_list=tokenizer.vocab_list()
         ),
         max_train_minutes=hparams["max_train_minutes"],
         modules=hparams["modules"],
@@ -515,39 +548,24 @@ def main():
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=loader_options["train"],
-        valid_loader_kwargs=loader_options["valid"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     for name, test_set in datasets["test"].items():
         brain.test_set_name = name
         brain.evaluate(
-            test_set, min_key="WER", test_loader_kwargs=loader_options["test"][name]
+            test_set,
+            min_key="WER",
+            test_loader_kwargs=hparams["test_dataloader_opts"],
         )
     if if_main_process():
-        export_inference_folder(
-            hparams["inference_folder"],
-            encoder_yaml=os.path.join(
-                os.path.dirname(os.path.abspath(hparams_file)),
-                hparams["encoder_hparams_file"],
-            ),
-            settings={
-                "sample_rate": hparams["sample_rate"],
-                "blank_index": hparams["blank_index"],
-                "output_neurons": hparams["output_neurons"],
-                "n_mels": hparams["n_mels"],
-                "d_model": hparams["d_model"],
-                "nhead": hparams["nhead"],
-                "num_encoder_layers": hparams["num_encoder_layers"],
-                "d_ffn": hparams["d_ffn"],
-                "kernel_size": hparams["kernel_size"],
-                "dropout": hparams["dropout"],
-                "mixer": hparams["mixer"],
-                "mixer_options": hparams["mixer_options"],
-            },
-            model=hparams["model"],
-            normalize=hparams["normalize"],
-            tokenizer=tokenizer,
-        )
+        if hparams["weighted_layers"]:
+            logger.warning(
+                "weighted_layers: no inference folder is exported (its "
+                "hyperparams.yaml reads the top layer)."
+            )
+        else:
+            export_inference_folder(hparams["inference_folder"], hparams, tokenizer)
     output_folder_lock.release()
 
 
