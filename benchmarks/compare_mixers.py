@@ -7,22 +7,29 @@ unlabelled audio, labelled subsets of a few minutes, held-out voices for dev
 and test), and writes ``runs.csv`` (one row per run), ``summary.json`` (means
 and spreads over seeds, the targets) and plots into the results folder.
 
-Regimes, all with the same number of optimiser steps for every mixer:
+Recipes run with the small CPU setting of ``hparams/small_scale.yaml`` as
+overrides. Regimes, all with the same number of optimiser steps for every mixer:
 
 * ``pretrained``: BEST-RQ pre-training on the unlabelled audio, then CTC
   fine-tuning of the whole model on a labelled subset;
 * ``scratch``: the same CTC model and steps from a random initialisation;
-* ``probe_pretrained`` / ``probe_random``: only the CTC head is trained, on a
-  frozen pre-trained or random encoder (what pre-training learned).
+* ``probe_pretrained`` / ``probe_random``: only the CTC head is trained, on
+  the top layer of a frozen pre-trained or random encoder, and
+  ``probe_pretrained_weighted`` / ``probe_random_weighted`` on a learned
+  weighted sum of all its layers (what pre-training learned).
 
-Studies: ``main`` (PoM, RelPosMHAXL, SummaryMixing, HyperMixing, every
-regime), ``ablation`` (PoM degree x expansion and formulation C, pre-trained
-then fine-tuned on the smallest subset) and ``sweep`` (the pre-training and
+Studies: ``main`` (PoM formulations A and C, RelPosMHAXL, SummaryMixing,
+HyperMixing, every regime; per seed the probes after the other runs),
+``ablation`` (PoM degree x expansion and formulation C, pre-trained then
+fine-tuned on the smallest subset) and ``sweep`` (the pre-training and
 fine-tuning settings tried to make pre-training pay, PoM only).
 
 The driver is resumable: a run whose row is in ``runs.csv`` is skipped, an
-interrupted recipe resumes from its checkpoints. ``--quick`` runs the whole
-pipeline on a few utterances with a tiny model, for the tests.
+interrupted recipe resumes from its checkpoints; ``--mixers``, ``--regimes``
+and ``--seeds`` run a subset. ``table.md`` sets the main study's figures
+beside those of ``--old-results`` (the look-alike recipes' record, which the
+driver never writes). ``--quick`` runs the whole pipeline on a few
+utterances with a tiny model, for the tests.
 
 Usage:
     python benchmarks/compare_mixers.py --study main
@@ -35,12 +42,13 @@ Authors
 
 import argparse
 import csv
+import glob
 import json
 import os
 import statistics
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -54,14 +62,22 @@ from speechbrain_pom.data.tiny_corpus import (  # noqa: E402
 )
 from speechbrain_pom.experiments import (  # noqa: E402
     BESTRQ_DIR,
+    BESTRQ_EPOCH_LOG,
     BESTRQ_SCRIPT,
     CTC_DIR,
+    CTC_EPOCH_LOG,
+    CTC_MODEL_RECOVERABLES,
     CTC_SCRIPT,
+    FROZEN_ENCODER_KEY,
     PRETRAINED_FINETUNING,
+    QUICK_FINETUNING,
+    QUICK_PRETRAINING,
     RECIPE_ENVIRONMENT,
-    SMALL_ENCODER,
+    REPO,
+    SCRATCH_FINETUNING,
     SMALL_FINETUNING,
     SMALL_PRETRAINING,
+    WEIGHTED_LAYERS_KEY,
     error_rate,
     last_epoch_stats,
     mixer_overrides,
@@ -99,40 +115,65 @@ KEY_COLUMNS = (
     "pretrain_steps",
     "finetune_steps",
 )
-REGIMES = ("pretrained", "scratch", "probe_pretrained", "probe_random")
-PRETRAINED_REGIMES = ("pretrained", "probe_pretrained")
-MAIN_MIXERS = ("pom", "RelPosMHAXL", "summarymixing", "hypermixing")
+# The CTC recipe's overrides of each regime. The probes train only the head,
+# on the top layer's output or, as SpeechBrain's MP3S benchmark, on a learned
+# weighted sum of every layer's (the top layer of a BEST-RQ encoder is trained
+# to predict random codes, so a top-layer probe undersells it).
+REGIME_OVERRIDES = {
+    "pretrained": {FROZEN_ENCODER_KEY: False},
+    "scratch": {FROZEN_ENCODER_KEY: False},
+    "probe_pretrained": {FROZEN_ENCODER_KEY: True},
+    "probe_random": {FROZEN_ENCODER_KEY: True},
+    "probe_pretrained_weighted": {FROZEN_ENCODER_KEY: True, WEIGHTED_LAYERS_KEY: True},
+    "probe_random_weighted": {FROZEN_ENCODER_KEY: True, WEIGHTED_LAYERS_KEY: True},
+}
+REGIMES = tuple(REGIME_OVERRIDES)
+PRETRAINED_REGIMES = ("pretrained", "probe_pretrained", "probe_pretrained_weighted")
 # The paper's default PoM: formulation A, degree 3, expansion 2.
 POM_DEFAULT = {"degree": 3, "expand": 2, "formulation": "A"}
+# Formulation C: at paper scale as large as attention (A: 1.57 times it).
+POM_C = {"degree": 3, "expand": 2, "formulation": "C"}
+# The rows of the main study: name -> (mixer, options).
+MAIN_ROWS = {
+    "pom": ("pom", POM_DEFAULT),
+    "pom_C": ("pom", POM_C),
+    "RelPosMHAXL": ("RelPosMHAXL", {}),
+    "summarymixing": ("summarymixing", {}),
+    "hypermixing": ("hypermixing", {}),
+}
 ABLATION_OPTIONS = [
     *(
         {"degree": k, "expand": e, "formulation": "A"}
         for k in (1, 2, 3)
         for e in (1, 2)
     ),
-    {"degree": 3, "expand": 2, "formulation": "C"},
+    POM_C,
 ]
+# Results of the look-alike recipes (before SpeechBrain parity): kept as the
+# record, never written to; table.md sets new figures beside them.
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+RECORD_FOLDERS = ("compare-cpu", "compare-h100", "cpu-2threads")
+DEFAULT_RESULTS = os.path.join(RESULTS, "compare-cpu-parity")
+DEFAULT_OLD_RESULTS = os.path.join(RESULTS, "compare-cpu")
 
-QUICK_ENCODER = {**SMALL_ENCODER, "d_model": 48, "d_ffn": 96, "num_encoder_layers": 2}
-# Training from scratch keeps the recipe's rates, its best in the sweep.
-SCRATCH_FINETUNING = {}
+# BEST-RQ spans of 400 ms (10 encoder frames = 40 filterbank frames) starting
+# at 5% of the encoder frames (the recipe draws starts per filterbank frame).
+LONG_MASKS = {"mask_length": 40, "mask_prob": 0.0125}
 # Settings tried to make pre-training pay (study "sweep"); each variant
-# changes the pre-training and/or the fine-tuning of "base".
+# changes the pre-training and/or the fine-tuning rates of "base" (those of
+# training from scratch).
 VARIANTS = {
-    "base": ({}, {}),
-    "long_masks_2x_steps": ({"mask_length": 10, "mask_prob": 0.05}, {}),
-    "long_masks": ({"mask_length": 10, "mask_prob": 0.05}, {}),
-    "long_masks_cb256": (
-        {"mask_length": 10, "mask_prob": 0.05, "cb_vocab": 256},
-        {},
-    ),
-    "slow_encoder": ({}, {"lr_encoder": 0.0002}),
+    "base": ({}, SCRATCH_FINETUNING),
+    "long_masks_2x_steps": (LONG_MASKS, SCRATCH_FINETUNING),
+    "long_masks": (LONG_MASKS, SCRATCH_FINETUNING),
+    "long_masks_cb256": ({**LONG_MASKS, "cb_vocab": 256}, SCRATCH_FINETUNING),
+    "slow_encoder": ({}, {**SCRATCH_FINETUNING, "lr_bestrq": 0.0002}),
     "long_masks_slow_encoder": (
-        {"mask_length": 10, "mask_prob": 0.05},
-        {"lr_encoder": 0.0002},
+        LONG_MASKS,
+        {**SCRATCH_FINETUNING, "lr_bestrq": 0.0002},
     ),
     "fast": ({}, PRETRAINED_FINETUNING),
-    "long_masks_fast": ({"mask_length": 10, "mask_prob": 0.05}, PRETRAINED_FINETUNING),
+    "long_masks_fast": (LONG_MASKS, PRETRAINED_FINETUNING),
     "pretrain_lr3_fast": ({"lr": 0.003}, PRETRAINED_FINETUNING),
     # The head alone trains for the first third of fine-tuning, and/or the
     # top layer, specialised to the pretext task, starts afresh.
@@ -157,10 +198,26 @@ VARIANTS = {
 PRETRAIN_STEP_FACTORS = {"long_masks_2x_steps": 2}
 # The variant the main comparison and the ablation use, chosen on the sweep's
 # dev and test figures (benchmarks/results/compare-h100/README.md): the
-# demo's pre-training, then fine-tuning at twice the learning rates. Training
-# from scratch keeps the lower rates, which are its best (at the higher ones
-# it diverges on 5 minutes of labels).
+# pre-trained encoder is fine-tuned at the higher rates of
+# hparams/small_scale.yaml (ctc: pretrained), training from scratch keeps
+# its own (ctc: scratch), at which it does not diverge.
 ADOPTED_VARIANT = "fast"
+# Buffers in a checkpoint that are not learned parameters.
+BUFFER_NAMES = (
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "pe",
+    "inv_freq",
+    "cosines",
+    "sines",
+    "index_swap",
+)
+
+
+def options_text(options):
+    """Mixer options as runs.csv writes them: ``degree=3 expand=2 ...``."""
+    return " ".join(f"{key}={value}" for key, value in options.items())
 
 
 @dataclass
@@ -182,7 +239,7 @@ class Run:
 
     @property
     def options_text(self):
-        return " ".join(f"{key}={value}" for key, value in self.options.items())
+        return options_text(self.options)
 
     def planned(self):
         """The run's identity and planned steps, as its csv row begins."""
@@ -215,9 +272,14 @@ class Driver:
         self.args = args
         self.work = os.path.abspath(args.work)
         self.results = os.path.abspath(args.results)
+        self.old_results = os.path.abspath(args.old_results)
         self.csv_file = os.path.join(self.results, "runs.csv")
         self.lock = threading.Lock()
-        self.encoder = QUICK_ENCODER if args.quick else SMALL_ENCODER
+        self.pretraining = dict(SMALL_PRETRAINING)
+        self.finetuning = dict(SMALL_FINETUNING)
+        if args.quick:
+            self.pretraining.update(QUICK_PRETRAINING)
+            self.finetuning.update(QUICK_FINETUNING)
         self.environment = dict(RECIPE_ENVIRONMENT)
         if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
             threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -227,18 +289,18 @@ class Driver:
             self.device_name = torch.cuda.get_device_name(0)
         else:
             self.device_name = f"cpu ({os.cpu_count()} cores)"
+        self.pretrainings = {}
 
     # ------------------------------------------------------------------ plan
 
     def plan(self):
-        """The runs of the study, in the order a single worker runs them, as
-        pipelines: lists of runs that share a pre-training."""
+        """The runs of the study, in the order a single worker runs them: per
+        seed, the fine-tuned runs (pre-trained, from scratch) of every mixer
+        first, then the probes; runs that share a pre-training share its
+        folder."""
         args = self.args
         if args.study == "main":
-            configs = [
-                (mixer, POM_DEFAULT if mixer == "pom" else {}, args.variant)
-                for mixer in args.mixers
-            ]
+            configs = [(*MAIN_ROWS[name], args.variant) for name in args.mixers]
             regimes = args.regimes
         elif args.study == "ablation":
             configs = [("pom", options, args.variant) for options in ABLATION_OPTIONS]
@@ -254,15 +316,16 @@ class Driver:
         }[args.study]
         if args.run_minutes:
             subsets = [minutes for minutes in subsets if minutes in args.run_minutes]
-        pipelines = []
+        runs = []
         for seed in args.seeds:
             if args.study == "sweep":
                 # Every variant is compared with one from-scratch run at the
-                # recipe's rates (those of "base"), its best.
+                # rates of training from scratch (those of "base"), its best.
                 configs_and_regimes = [(("pom", POM_DEFAULT, "base"), ["scratch"])]
             else:
                 configs_and_regimes = []
             configs_and_regimes += [(config, regimes) for config in configs]
+            seed_runs = []
             for (mixer, options, variant), variant_regimes in configs_and_regimes:
                 name = f"{mixer}-{_slug(options)}-{variant}-s{seed}"
                 base = os.path.join(self.work, "runs", args.study, name)
@@ -274,7 +337,7 @@ class Driver:
                     f"{mixer}-{_slug(options)}-s{seed}",
                     f"pretrain-{_pretraining_name(variant)}",
                 )
-                runs = [
+                seed_runs += [
                     Run(
                         study=args.study,
                         variant=variant,
@@ -301,8 +364,9 @@ class Driver:
                     for minutes in subsets
                     for regime in variant_regimes
                 ]
-                pipelines.append(runs)
-        return pipelines
+            # A stable sort: the probes after every fine-tuned run of the seed.
+            runs += sorted(seed_runs, key=lambda run: run.regime.startswith("probe"))
+        return runs
 
     # ------------------------------------------------------------------- run
 
@@ -315,7 +379,8 @@ class Driver:
         )
 
     def pretrain(self, run):
-        """Pre-trains the run's encoder once (reused by the pipeline)."""
+        """Pre-trains the run's encoder, once: a finished pre-training (its
+        driver_done.json) is read back."""
         done_file = os.path.join(run.pretrain_folder, "driver_done.json")
         if os.path.exists(done_file):
             with open(done_file) as stream:
@@ -323,8 +388,7 @@ class Driver:
         pretraining, _ = VARIANTS[run.variant]
         os.makedirs(run.pretrain_folder, exist_ok=True)
         overrides = {
-            **self.encoder,
-            **SMALL_PRETRAINING,
+            **self.pretraining,
             **pretraining,
             **mixer_overrides(run.mixer, run.options),
             "seed": run.seed,
@@ -339,7 +403,7 @@ class Driver:
             overrides,
             os.path.join(run.pretrain_folder, "driver.log"),
         )
-        stats = last_epoch_stats(os.path.join(run.pretrain_folder, "train_log.txt"))
+        stats = last_epoch_stats(os.path.join(run.pretrain_folder, BESTRQ_EPOCH_LOG))
         result = {
             "steps": int(stats["steps"]),
             "minutes": round(minutes, 2),
@@ -351,14 +415,15 @@ class Driver:
         return result
 
     def finetune(self, run, pretraining):
+        """Fine-tunes (or probes) with CTC; fills the run's measured values."""
         _, finetuning = VARIANTS[run.variant]
-        os.makedirs(run.folder, exist_ok=True)
         if run.regime == "scratch":
             finetuning = SCRATCH_FINETUNING
+        os.makedirs(run.folder, exist_ok=True)
         overrides = {
-            **self.encoder,
-            **SMALL_FINETUNING,
+            **self.finetuning,
             **finetuning,
+            **REGIME_OVERRIDES[run.regime],
             **mixer_overrides(run.mixer, run.options),
             "seed": run.seed,
             "data_folder": self.corpus,
@@ -367,7 +432,6 @@ class Driver:
             "pt_model_path": (
                 os.path.join(run.pretrain_folder, "save") if pretraining else "null"
             ),
-            "freeze_encoder": run.regime.startswith("probe"),
             "optimizer_step_limit": run.finetune_steps,
         }
         minutes, peak = self.recipe(
@@ -376,14 +440,14 @@ class Driver:
             overrides,
             os.path.join(run.folder, "driver.log"),
         )
-        stats = last_epoch_stats(os.path.join(run.folder, "train_log.txt"))
+        stats = last_epoch_stats(os.path.join(run.folder, CTC_EPOCH_LOG))
         run.row = {
-            "params": _count_parameters(
-                os.path.join(run.folder, "model", "model.ckpt")
-            ),
+            "params": _count_parameters(os.path.join(run.folder, "save")),
             "pretrain_steps": pretraining["steps"] if pretraining else 0,
             "pretrain_minutes": pretraining["minutes"] if pretraining else 0,
-            "finetune_steps": int(stats["steps"]),
+            # The recipe logs the steps it made (a time budget can stop it
+            # early); the planned steps where it does not.
+            "finetune_steps": int(stats.get("steps", run.finetune_steps)),
             "finetune_minutes": round(minutes, 2),
             "dev_cer": float(stats["valid CER"]),
             "test_cer": error_rate(os.path.join(run.folder, "cer_test-clean.txt")),
@@ -392,26 +456,36 @@ class Driver:
             "device": self.device_name,
         }
 
-    def run_pipeline(self, runs):
-        done = self.done_keys()
-        pending = [run for run in runs if run.key() not in done]
-        pretraining = None
-        for run in pending:
-            if run.regime in PRETRAINED_REGIMES and pretraining is None:
-                pretraining = self.pretrain(run)
-            self.finetune(
-                run, pretraining if run.regime in PRETRAINED_REGIMES else None
-            )
-            self.record(run)
+    def pretraining_of(self, run):
+        """The run's pre-training (None for a random encoder), run once even
+        when several workers ask for it."""
+        if run.regime not in PRETRAINED_REGIMES:
+            return None
+        with self.lock:
+            future = self.pretrainings.get(run.pretrain_folder)
+            if future is None:
+                future = Future()
+                self.pretrainings[run.pretrain_folder] = future
+                owner = True
+            else:
+                owner = False
+        if owner:
+            try:
+                future.set_result(self.pretrain(run))
+            except BaseException as error:
+                future.set_exception(error)
+        return future.result()
+
+    def run_one(self, run):
+        """Pre-trains if needed, fine-tunes and records one run."""
+        self.finetune(run, self.pretraining_of(run))
+        self.record(run)
 
     def done_keys(self):
         return {tuple(row[c] for c in KEY_COLUMNS) for row in self.read_rows()}
 
     def read_rows(self):
-        if not os.path.exists(self.csv_file):
-            return []
-        with open(self.csv_file, newline="") as stream:
-            return list(csv.DictReader(stream))
+        return read_rows(self.csv_file)
 
     def record(self, run):
         """Adds the run's row to runs.csv (rewritten whole, then renamed)."""
@@ -432,6 +506,13 @@ class Driver:
             )
 
     def main(self):
+        for record in RECORD_FOLDERS:
+            folder = os.path.join(RESULTS, record)
+            if os.path.commonpath([self.results, folder]) == folder:
+                sys.exit(
+                    f"{self.results} is inside {folder}, the record of the "
+                    "look-alike recipes: choose another --results folder."
+                )
         os.makedirs(self.results, exist_ok=True)
         args = self.args
         if args.report_only:
@@ -448,14 +529,15 @@ class Driver:
             show_progress=False,
         )
         self.largest_subset = labelled_split_name(max(args.labelled_minutes))
-        pipelines = self.plan()
+        done = self.done_keys()
+        pending = [run for run in self.plan() if run.key() not in done]
+        if args.jobs > 1:
+            # The pre-trained runs first, so that pre-trainings start early.
+            pending.sort(key=lambda run: run.regime not in PRETRAINED_REGIMES)
+        failures = []
         with ThreadPoolExecutor(args.jobs) as pool:
-            if args.jobs == 1:
-                # One pipeline after the other: rows arrive in priority order.
-                futures = [pool.submit(self.run_pipeline, runs) for runs in pipelines]
-            else:
-                futures = self.submit_in_parallel(pool, pipelines)
-            failures = []
+            # The pool takes runs in order; rows arrive in that order with one job.
+            futures = [pool.submit(self.run_one, run) for run in pending]
             for future in futures:
                 try:
                     future.result()
@@ -465,42 +547,21 @@ class Driver:
         if failures:
             sys.exit("Failed runs:\n" + "\n".join(failures))
 
-    def submit_in_parallel(self, pool, pipelines):
-        """Every pre-training first, then every fine-tuning run, each its own
-        task. The pool takes tasks in order, so a fine-tuning task waits only
-        for a pre-training that has already started."""
-        done = self.done_keys()
-        pending = [run for runs in pipelines for run in runs if run.key() not in done]
-        pretrainings = {}
-        for run in pending:
-            if (
-                run.regime in PRETRAINED_REGIMES
-                and run.pretrain_folder not in pretrainings
-            ):
-                pretrainings[run.pretrain_folder] = pool.submit(self.pretrain, run)
-
-        def finetune_and_record(run):
-            pretraining = None
-            if run.regime in PRETRAINED_REGIMES:
-                pretraining = pretrainings[run.pretrain_folder].result()
-            self.finetune(run, pretraining)
-            self.record(run)
-
-        # The smallest labelled subset (the main regime) first.
-        pending.sort(key=lambda run: run.labelled_minutes)
-        return [
-            *pretrainings.values(),
-            *(pool.submit(finetune_and_record, run) for run in pending),
-        ]
-
     def report(self):
-        """Writes summary.json and the plots from runs.csv; prints the table."""
+        """Writes summary.json, table.md and the plots from runs.csv; prints
+        the tables."""
         rows = self.read_rows()
         summary = summarise(rows)
+        old_rows = read_rows(os.path.join(self.old_results, "runs.csv"))
+        summary["old_results"] = os.path.relpath(self.old_results, REPO)
+        summary["old_and_new"] = old_and_new(summarise(old_rows)["groups"], summary)
         with open(os.path.join(self.results, "summary.json"), "w") as stream:
             json.dump(summary, stream, indent=2)
+        table = tables(summary)
+        with open(os.path.join(self.results, "table.md"), "w") as stream:
+            stream.write(table)
         plot(rows, self.results)
-        print_tables(summary)
+        print(table)
 
 
 # ---------------------------------------------------------------- reading
@@ -518,16 +579,38 @@ def _pretraining_name(variant):
     return name if factor == 1 else f"{name}-x{factor}"
 
 
-def _count_parameters(checkpoint):
-    """Learned parameters of an exported model (normalisation statistics of
-    BatchNorm layers excluded)."""
-    state = torch.load(checkpoint, map_location="cpu")
-    statistics_suffixes = ("running_mean", "running_var", "num_batches_tracked")
-    return sum(
-        tensor.numel()
-        for name, tensor in state.items()
-        if not name.endswith(statistics_suffixes)
-    )
+def _count_parameters(save_folder):
+    """Learned parameters of a CTC run: its encoder and head, as its
+    checkpoint holds them (buffers such as BatchNorm statistics and
+    positional tables excluded)."""
+    checkpoint = sorted(glob.glob(os.path.join(save_folder, "CKPT+*")))[-1]
+    total = 0
+    for recoverable in CTC_MODEL_RECOVERABLES:
+        state = torch.load(
+            os.path.join(checkpoint, f"{recoverable}.ckpt"), map_location="cpu"
+        )
+        total += sum(
+            tensor.numel()
+            for name, tensor in state.items()
+            if name.rpartition(".")[2] not in BUFFER_NAMES
+        )
+    return total
+
+
+def read_rows(csv_file):
+    """The rows of a runs.csv file ([] when there is none)."""
+    if not os.path.exists(csv_file):
+        return []
+    with open(csv_file, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def row_name(mixer, options):
+    """The main study's name of a (mixer, options text) row, e.g. ``pom_C``."""
+    for name, (row_mixer, row_options) in MAIN_ROWS.items():
+        if (row_mixer, options_text(row_options)) == (mixer, options):
+            return name
+    return f"{mixer} {options}".strip()
 
 
 # ---------------------------------------------------------------- summary
@@ -550,8 +633,11 @@ def summarise(rows):
     for key, members in sorted(groups.items()):
         names = ("study", "variant", "mixer", "options", "regime")
         entry = dict(zip(names, key[:5], strict=True))
+        entry["row"] = row_name(entry["mixer"], entry["options"])
         entry["labelled_minutes"] = float(key[5])
-        entry["seeds"] = sorted(int(row["seed"]) for row in members)
+        members.sort(key=lambda row: int(row["seed"]))
+        entry["seeds"] = [int(row["seed"]) for row in members]
+        entry["test_cer_per_seed"] = [float(row["test_cer"]) for row in members]
         for column in ("test_cer", "test_wer", "dev_cer", "finetune_minutes"):
             values = [float(row[column]) for row in members]
             entry[column] = round(statistics.mean(values), 2)
@@ -566,6 +652,48 @@ def summarise(rows):
         entry["device"] = members[0]["device"]
         table.append(entry)
     return {"groups": table, "targets": targets(table)}
+
+
+def old_and_new(old_groups, summary):
+    """The main study's groups beside those of the old results folder with
+    the same mixer, options, regime and labelled subset (None where the old
+    folder has no such row, e.g. formulation C and the weighted probes)."""
+    pairs = []
+    for entry in summary["groups"]:
+        if entry["study"] != "main":
+            continue
+        old = _find(
+            old_groups,
+            study="main",
+            mixer=entry["mixer"],
+            options=entry["options"],
+            regime=entry["regime"],
+            labelled_minutes=entry["labelled_minutes"],
+        )
+        pairs.append(
+            {
+                "row": entry["row"],
+                "regime": entry["regime"],
+                "labelled_minutes": entry["labelled_minutes"],
+                "params": entry["params"],
+                "new_test_cer": entry["test_cer"],
+                "new_test_cer_per_seed": entry["test_cer_per_seed"],
+                "new_seeds": entry["seeds"],
+                "old_params": old["params"] if old else None,
+                "old_test_cer": old["test_cer"] if old else None,
+                "old_test_cer_per_seed": old["test_cer_per_seed"] if old else None,
+                "old_seeds": old["seeds"] if old else None,
+            }
+        )
+    order = list(MAIN_ROWS)
+    pairs.sort(
+        key=lambda pair: (
+            pair["labelled_minutes"],
+            order.index(pair["row"]) if pair["row"] in order else len(order),
+            REGIMES.index(pair["regime"]),
+        )
+    )
+    return pairs
 
 
 def _find(table, **wanted):
@@ -583,7 +711,7 @@ def pretraining_gains(pretrained_groups, scratch):
         difference = scratch["test_cer"] - pretrained["test_cer"]
         spread = max(pretrained["test_cer_sd"], scratch["test_cer_sd"])
         gain = difference / scratch["test_cer"]
-        gains[pretrained["variant"] + "/" + pretrained["mixer"]] = {
+        gains[pretrained["variant"] + "/" + pretrained["row"]] = {
             "pretrained_cer": pretrained["test_cer"],
             "scratch_cer": scratch["test_cer"],
             "seeds": pretrained["seeds"],
@@ -620,14 +748,14 @@ def targets(table):
     smallest = min(entry["labelled_minutes"] for entry in main)
     result = {"labelled_minutes": smallest, "pretraining_gain": {}}
 
-    def group(mixer, regime):
-        return _find(main, mixer=mixer, regime=regime, labelled_minutes=smallest)
+    def group(row, regime):
+        return _find(main, row=row, regime=regime, labelled_minutes=smallest)
 
-    for mixer in sorted({entry["mixer"] for entry in main}):
-        pretrained, scratch = group(mixer, "pretrained"), group(mixer, "scratch")
+    for row in sorted({entry["row"] for entry in main}):
+        pretrained, scratch = group(row, "pretrained"), group(row, "scratch")
         if pretrained and scratch:
             (gain,) = pretraining_gains([pretrained], scratch).values()
-            result["pretraining_gain"][mixer] = gain
+            result["pretraining_gain"][row] = gain
     pom, mha, summary = (
         group("pom", "pretrained"),
         group("RelPosMHAXL", "pretrained"),
@@ -647,43 +775,75 @@ def targets(table):
             "met_no_worse_beyond_spread": pom["test_cer"] - summary["test_cer"]
             <= spread,
         }
-    probe_pre, probe_random = (
-        group("pom", "probe_pretrained"),
-        group("pom", "probe_random"),
-    )
-    if probe_pre and probe_random:
-        result["pom_probe"] = {
-            "pretrained_cer": probe_pre["test_cer"],
-            "random_cer": probe_random["test_cer"],
-            "met_pretrained_better": probe_pre["test_cer"] < probe_random["test_cer"],
-        }
+    for suffix in ("", "_weighted"):
+        probe_pre = group("pom", "probe_pretrained" + suffix)
+        probe_random = group("pom", "probe_random" + suffix)
+        if probe_pre and probe_random:
+            result["pom_probe" + suffix] = {
+                "pretrained_cer": probe_pre["test_cer"],
+                "random_cer": probe_random["test_cer"],
+                "met_pretrained_better": probe_pre["test_cer"]
+                < probe_random["test_cer"],
+            }
     return result
 
 
-def print_tables(summary):
-    print(
-        "\n| study | variant | mixer | options | regime | labels (min) | seeds "
-        "| test CER % (sd) | test WER % | minutes (pre-train + fine-tune) |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+def _cer(mean, per_seed):
+    """``44.12 (45.19, 43.05)``: the mean, then each seed's figure."""
+    if mean is None:
+        return "-"
+    return f"{mean:.2f} (" + ", ".join(f"{value:.2f}" for value in per_seed) + ")"
+
+
+def tables(summary):
+    """table.md: the old and new figures side by side, every group, the
+    targets."""
+    lines = []
+    if summary.get("old_and_new"):
+        lines += [
+            f"Test CER % on test-clean, mean (per seed); old: "
+            f"`{summary['old_results']}` (the look-alike recipes), new: this "
+            "folder (the faithful recipes with hparams/small_scale.yaml).",
+            "",
+            "| row | regime | labels (min) | parameters (old, new) "
+            "| old test CER % | new test CER % |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for pair in summary["old_and_new"]:
+            old_params = f"{pair['old_params']:,}" if pair["old_params"] else "-"
+            lines.append(
+                f"| {pair['row']} | {pair['regime']} | {pair['labelled_minutes']:g} "
+                f"| {old_params}, {pair['params']:,} "
+                f"| {_cer(pair['old_test_cer'], pair['old_test_cer_per_seed'])} "
+                f"| {_cer(pair['new_test_cer'], pair['new_test_cer_per_seed'])} |"
+            )
+        lines.append("")
+    lines += [
+        "| study | variant | row | regime | labels (min) | seeds "
+        "| test CER % (sd) | test WER % | dev CER % "
+        "| minutes (pre-train + fine-tune) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for entry in summary["groups"]:
-        print(
-            f"| {entry['study']} | {entry['variant']} | {entry['mixer']} "
-            f"| {entry['options']} | {entry['regime']} | {entry['labelled_minutes']:g} "
+        lines.append(
+            f"| {entry['study']} | {entry['variant']} | {entry['row']} "
+            f"| {entry['regime']} | {entry['labelled_minutes']:g} "
             f"| {len(entry['seeds'])} "
             f"| {entry['test_cer']:.1f} ({entry['test_cer_sd']:.1f}) "
-            f"| {entry['test_wer']:.1f} "
+            f"| {entry['test_wer']:.1f} | {entry['dev_cer']:.1f} "
             f"| {entry['pretrain_minutes']:.1f} + {entry['finetune_minutes']:.1f} |"
         )
-    print("\nTargets:", json.dumps(summary["targets"], indent=2))
+    lines += ["", "Targets:", "", "```json"]
+    lines += [json.dumps(summary["targets"], indent=2), "```", ""]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ plots
 
 
 def plot(rows, folder):
-    """test_cer.png (per mixer and regime, mean and spread over seeds) and
-    cer_vs_time.png (test CER against training wall time), main study."""
+    """test_cer.png (per mixer row and regime, mean and spread over seeds)
+    and cer_vs_time.png (test CER against training wall time), main study."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -692,57 +852,62 @@ def plot(rows, folder):
     main = [row for row in rows if row["study"] == "main"]
     if not main:
         return
+    for row in main:
+        row["row"] = row_name(row["mixer"], row["options"])
     smallest = min(float(row["labelled_minutes"]) for row in main)
-    mixers = sorted({row["mixer"] for row in main}, key=MAIN_MIXERS.index)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    order = list(MAIN_ROWS)
+    names = sorted(
+        {row["row"] for row in main},
+        key=lambda name: (order.index(name) if name in order else len(order), name),
+    )
+    figure, axis = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(REGIMES)
     for index, regime in enumerate(REGIMES):
-        for position, mixer in enumerate(mixers):
+        for position, name in enumerate(names):
             values = [
                 float(row["test_cer"])
                 for row in main
-                if row["mixer"] == mixer
+                if row["row"] == name
                 and row["regime"] == regime
                 and float(row["labelled_minutes"]) == smallest
             ]
             if not values:
                 continue
-            x = position + (index - 1.5) * width
-            mean = statistics.mean(values)
+            x = position + (index - (len(REGIMES) - 1) / 2) * width
             axis.bar(
                 x,
-                mean,
+                statistics.mean(values),
                 width,
                 color=f"C{index}",
                 label=regime if position == 0 else None,
             )
             axis.plot([x] * len(values), values, "k.", markersize=4)
-    axis.set_xticks(range(len(mixers)), mixers)
+    axis.set_xticks(range(len(names)), names)
     axis.set_ylabel("test CER (%)")
     axis.set_title(f"{smallest:g} minutes of labels: mean over seeds, dots = seeds")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(os.path.join(folder, "test_cer.png"), dpi=120)
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    markers = dict(zip(MAIN_MIXERS, "osD^", strict=True))
+    markers = dict(zip(MAIN_ROWS, "osD^v", strict=True))
     for index, regime in enumerate(("pretrained", "scratch")):
-        for mixer in mixers:
+        for name in names:
             points = [
                 (
                     float(row["pretrain_minutes"]) + float(row["finetune_minutes"]),
                     float(row["test_cer"]),
                 )
                 for row in main
-                if row["mixer"] == mixer and row["regime"] == regime
+                if row["row"] == name and row["regime"] == regime
             ]
             if points:
                 axis.scatter(
                     *zip(*points, strict=True),
                     color=f"C{index}",
-                    marker=markers.get(mixer, "x"),
-                    label=f"{mixer}, {regime}",
+                    marker=markers.get(name, "x"),
+                    label=f"{name}, {regime}",
                 )
     axis.set_xlabel("wall minutes (pre-training + fine-tuning processes)")
     axis.set_ylabel("test CER (%)")
@@ -757,9 +922,22 @@ def main(argv=None):
     parser.add_argument(
         "--study", choices=("main", "ablation", "sweep"), default="main"
     )
-    parser.add_argument("--work", default="results/compare", help="runs and corpus")
-    parser.add_argument("--results", default="benchmarks/results/compare-cpu")
-    parser.add_argument("--mixers", nargs="+", default=list(MAIN_MIXERS))
+    parser.add_argument(
+        "--work", default="results/compare-parity", help="runs and corpus"
+    )
+    parser.add_argument("--results", default=DEFAULT_RESULTS)
+    parser.add_argument(
+        "--old-results",
+        default=DEFAULT_OLD_RESULTS,
+        help="the runs.csv folder whose figures table.md sets beside the new",
+    )
+    parser.add_argument(
+        "--mixers",
+        nargs="+",
+        default=list(MAIN_ROWS),
+        choices=MAIN_ROWS,
+        help="rows of the main study (pom_C: PoM formulation C)",
+    )
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     parser.add_argument(
         "--variants",
@@ -788,16 +966,26 @@ def main(argv=None):
     parser.add_argument("--dev", type=int, default=100, help="dev utterances")
     parser.add_argument("--test", type=int, default=150, help="test utterances")
     parser.add_argument("--corpus-seed", type=int, default=1234)
-    parser.add_argument("--pretrain-steps", type=int, default=600)
-    parser.add_argument("--finetune-steps", type=int, default=300)
-    parser.add_argument("--probe-steps", type=int, default=300)
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=SMALL_PRETRAINING["optimizer_step_limit"],
+    )
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=SMALL_FINETUNING["optimizer_step_limit"],
+    )
+    parser.add_argument(
+        "--probe-steps", type=int, default=SMALL_FINETUNING["optimizer_step_limit"]
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:0")
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes")
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="only write summary.json and the plots from runs.csv",
+        help="only write summary.json, table.md and the plots from runs.csv",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a few utterances, a tiny model, 4 steps"

@@ -12,8 +12,10 @@
 5. transcribe one test file offline and streaming (chunks of 320 ms, all the
    left context) and print a results table.
 
-Every step runs the repository's recipes as a user would (the commands are
-printed). The steps and settings are those of the PoM rows of
+Every step runs the repository's recipes (SpeechBrain's BEST-RQ and CTC
+recipes with PoM) as a user would, the commands printed, with the small CPU
+setting of ``hparams/small_scale.yaml`` as overrides. The steps and settings
+are those of the PoM rows of
 ``benchmarks/compare_mixers.py --study main`` (seed 1), which repeats them
 for other mixers and seeds, except for the chunks (``--no-streaming``
 fine-tunes without them, as there).
@@ -42,7 +44,7 @@ from speechbrain_pom.experiments import (
     CTC_DIR,
     CTC_SCRIPT,
     PRETRAINED_FINETUNING,
-    SMALL_ENCODER,
+    SCRATCH_FINETUNING,
     SMALL_FINETUNING,
     SMALL_PRETRAINING,
     error_rate,
@@ -68,8 +70,14 @@ def main(argv=None):
         help="the labelled subset used for fine-tuning",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--pretrain-steps", type=int, default=600)
-    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=SMALL_PRETRAINING["optimizer_step_limit"],
+    )
+    parser.add_argument(
+        "--finetune-steps", type=int, default=SMALL_FINETUNING["optimizer_step_limit"]
+    )
     parser.add_argument(
         "--no-streaming",
         action="store_true",
@@ -86,15 +94,15 @@ def main(argv=None):
         unlabelled_hours=args.unlabelled_hours,
         labelled_minutes=LABELLED_MINUTES,
     )
-    common = {**SMALL_ENCODER, "data_folder": corpus, "seed": args.seed}
+    common = {"data_folder": corpus, "seed": args.seed}
 
     pretrain_dir = os.path.join(out, "pretrain")
     pretrain_minutes, _ = run_recipe(
         BESTRQ_DIR,
         *BESTRQ_SCRIPT,
         {
-            **common,
             **SMALL_PRETRAINING,
+            **common,
             "train_splits": f"[{UNLABELLED_SPLIT}, {labelled_split_name(60)}]",
             "output_folder": pretrain_dir,
             "optimizer_step_limit": args.pretrain_steps,
@@ -109,9 +117,9 @@ def main(argv=None):
             CTC_DIR,
             *CTC_SCRIPT,
             {
-                **common,
                 **SMALL_FINETUNING,
                 **learning_rates,
+                **common,
                 "train_splits": f"[{labelled_split_name(args.labelled_minutes)}]",
                 "output_folder": folder,
                 "pt_model_path": pt_model_path,
@@ -134,7 +142,9 @@ def main(argv=None):
         finetune_minutes, test_wer, test_cer = finetune(
             "finetune", os.path.join(pretrain_dir, "save"), PRETRAINED_FINETUNING
         )
-        scratch_minutes, scratch_wer, scratch_cer = finetune("scratch", "null", {})
+        scratch_minutes, scratch_wer, scratch_cer = finetune(
+            "scratch", "null", SCRATCH_FINETUNING
+        )
     except RuntimeError as error:
         sys.exit(f"Step failed: {error}")
 

@@ -1,8 +1,10 @@
 """Running the recipes as a user would, for the demo and the mixer comparison.
 
-The small CPU setting of the recipes (a 4 x 144 Conformer), the settings under
-which BEST-RQ pre-training pays off on the generated low-resource corpus, and
-helpers that run a recipe script as a subprocess and read what it wrote.
+The small CPU setting of the recipes (a 4 x 144 Conformer, the learning rates
+that scale needs) is a set of command-line overrides of the faithful
+(SpeechBrain's) recipes, kept with their reasons in ``hparams/small_scale.yaml``
+and exposed here; helpers run a recipe script as a subprocess and read what it
+wrote.
 
 Authors
 * speechbrain-pom contributors 2026
@@ -14,50 +16,61 @@ import subprocess
 import sys
 import time
 
+from ruamel.yaml import YAML
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BESTRQ_DIR = os.path.join(REPO, "recipes/LibriSpeech/self-supervised-learning/BEST-RQ")
 CTC_DIR = os.path.join(REPO, "recipes/LibriSpeech/ASR/CTC")
 BESTRQ_SCRIPT = ("train.py", "hparams/bestrq_pom.yaml")
 CTC_SCRIPT = ("train_with_bestrq.py", "hparams/ctc_bestrq_pom.yaml")
+SMALL_SCALE_FILE = os.path.join(REPO, "hparams", "small_scale.yaml")
 
-# The small-model setting of the recipes: a 4-layer, 144-wide Conformer, fp32,
-# batches of at most 50 s of audio.
-SMALL_ENCODER = {
-    "d_model": 144,
-    "nhead": 4,
-    "num_encoder_layers": 4,
-    "d_ffn": 576,
-    "kernel_size": 15,
-    "precision": "fp32",
-    "num_workers": 0,
-    "max_batch_length": 50,
-    "num_buckets": 10,
-}
-# BEST-RQ pre-training of the small model; steps are set by the caller.
-SMALL_PRETRAINING = {
-    "cb_vocab": 1024,
-    "lr": 0.001,
-    "n_warmup_steps": 100,
-    "ckpt_interval_minutes": 0,
-    "number_of_epochs": 100000,
-}
-# CTC fine-tuning of the small model on clean synthetic speech (no
-# augmentation), tested on test-clean with a small beam.
-SMALL_FINETUNING = {
-    "lr_encoder": 0.0008,
-    "lr_head": 0.001,
-    "augment": False,
-    "number_of_epochs": 100000,
-    "dev_splits": "[dev-clean]",
-    "test_splits": "[test-clean]",
-    "test_csv": "[!ref <save_folder>/test-clean.csv]",
-    "test_beam_size": 10,
-}
-# A pre-trained encoder is fine-tuned at higher learning rates than a random
-# one can take: on 5 minutes of labels these rates gave the pre-trained model
-# its best test CER, while training from scratch diverged at them (its best
-# are SMALL_FINETUNING's); see benchmarks/results/compare-h100/README.md.
-PRETRAINED_FINETUNING = {"lr_encoder": 0.002, "lr_head": 0.002}
+# What the recipes write (file names of SpeechBrain's recipes).
+BESTRQ_EPOCH_LOG = "train_stage_log.txt"
+CTC_EPOCH_LOG = "train_log.txt"
+# The CTC recipe's switches: only the head trains (a frozen probe), and the
+# head reads a learned weighted sum of every encoder layer's output.
+FROZEN_ENCODER_KEY = "freeze_bestrq"
+WEIGHTED_LAYERS_KEY = "weighted_layers"
+# The recoverables of a CTC checkpoint that hold the learned parameters.
+CTC_MODEL_RECOVERABLES = ("pt_model", "model")
+
+
+def load_small_scale(path=SMALL_SCALE_FILE):
+    """The override sections of ``hparams/small_scale.yaml``.
+
+    Arguments
+    ---------
+    path : str
+        The yaml file.
+
+    Returns
+    -------
+    dict
+        ``{recipe: {section: {key: value}}}``, recipe ``bestrq`` or ``ctc``.
+
+    Example
+    -------
+    >>> load_small_scale()["bestrq"]["pretraining"]["d_model"]
+    144
+    """
+    # ruamel.yaml, which HyperPyYAML depends on, in its plain (safe) mode.
+    with open(path, encoding="utf-8") as stream:
+        return YAML(typ="safe", pure=True).load(stream)
+
+
+_SMALL_SCALE = load_small_scale()
+# BEST-RQ pre-training of the small model.
+SMALL_PRETRAINING = _SMALL_SCALE["bestrq"]["pretraining"]
+# CTC fine-tuning of the small model, pre-trained or not (add the rates below).
+SMALL_FINETUNING = _SMALL_SCALE["ctc"]["finetuning"]
+# The learning rates of fine-tuning a pre-trained encoder (and of the probes),
+# and of training from scratch.
+PRETRAINED_FINETUNING = _SMALL_SCALE["ctc"]["pretrained"]
+SCRATCH_FINETUNING = _SMALL_SCALE["ctc"]["scratch"]
+# The tests' tiny model, on top of the settings above.
+QUICK_PRETRAINING = _SMALL_SCALE["bestrq"]["quick"]
+QUICK_FINETUNING = _SMALL_SCALE["ctc"]["quick"]
 
 # glibc keeps large freed blocks instead of mapping them again at every step
 # (1.47x faster steps on this project's 2-core machine). Settings already in
@@ -69,6 +82,24 @@ RECIPE_ENVIRONMENT = {
 }
 
 
+def yaml_value(value):
+    """A value as the recipes' command line takes it (YAML flow style).
+
+    Example
+    -------
+    >>> yaml_value({"num_workers": 0})
+    '{num_workers: 0}'
+    >>> yaml_value(["dev-clean"])
+    '[dev-clean]'
+    """
+    if isinstance(value, dict):
+        items = ", ".join(f"{key}: {yaml_value(item)}" for key, item in value.items())
+        return "{" + items + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+    return str(value)
+
+
 def as_arguments(overrides):
     """``{"key": value}`` -> ["--key", "value", ...] for SpeechBrain's parser.
 
@@ -78,7 +109,9 @@ def as_arguments(overrides):
     ['--d_model', '144', '--augment', 'False']
     """
     return [
-        item for key, value in overrides.items() for item in (f"--{key}", str(value))
+        item
+        for key, value in overrides.items()
+        for item in (f"--{key}", yaml_value(value))
     ]
 
 
@@ -92,8 +125,7 @@ def mixer_overrides(mixer, options=None):
     """
     overrides = {"mixer": mixer}
     if options:
-        inner = ", ".join(f"{key}: {value}" for key, value in options.items())
-        overrides["mixer_options"] = "{" + mixer + ": {" + inner + "}}"
+        overrides["mixer_options"] = yaml_value({mixer: options})
     return overrides
 
 

@@ -17,6 +17,16 @@ from speechbrain_pom.data.tiny_corpus import (
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(REPO, "benchmarks", "compare_mixers.py")
+# The driver's regimes (benchmarks/compare_mixers.py).
+REGIMES = {
+    "pretrained",
+    "scratch",
+    "probe_pretrained",
+    "probe_random",
+    "probe_pretrained_weighted",
+    "probe_random_weighted",
+}
+PRETRAINED_REGIMES = {"pretrained", "probe_pretrained", "probe_pretrained_weighted"}
 # The columns the issue asks runs.csv to have.
 REQUIRED_COLUMNS = {
     "mixer",
@@ -105,15 +115,36 @@ def run_driver(*arguments):
     ).stdout
 
 
-def test_driver_quick_runs_every_regime_and_resumes(tmp_path):
+def test_driver_quick_runs_every_regime_resumes_and_runs_a_subset(tmp_path):
     work, results = str(tmp_path / "work"), str(tmp_path / "results")
-    output = run_driver("--work", work, "--results", results)
+    # An old results folder with the pre-trained PoM row: table.md sets the
+    # new figures beside it.
+    old = tmp_path / "old"
+    old.mkdir()
+    row = {
+        **dict.fromkeys(REQUIRED_COLUMNS, 0),
+        "study": "main",
+        "variant": "fast",
+        "mixer": "pom",
+        "options": "degree=3 expand=2 formulation=A",
+        "seed": 1,
+        "regime": "pretrained",
+        "labelled_minutes": "0.5",
+        "params": 123,
+        "test_cer": 12.34,
+        "device": "cpu",
+    }
+    with open(old / "runs.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    arguments = ["--work", work, "--results", results, "--old-results", str(old)]
+    output = run_driver(*arguments, "--run-minutes", "0.5")
     with open(os.path.join(results, "runs.csv"), newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert REQUIRED_COLUMNS <= set(rows[0])
-    regimes = {"pretrained", "scratch", "probe_pretrained", "probe_random"}
     assert {(row["regime"], row["labelled_minutes"]) for row in rows} == {
-        (regime, minutes) for regime in regimes for minutes in ("0.5", "1")
+        (regime, "0.5") for regime in REGIMES
     }
     for row in rows:
         assert row["mixer"] == "pom"
@@ -121,23 +152,77 @@ def test_driver_quick_runs_every_regime_and_resumes(tmp_path):
         assert int(row["finetune_steps"]) == 4
         assert 0 <= float(row["test_cer"]) and float(row["finetune_minutes"]) > 0
         assert int(row["params"]) > 0 and float(row["peak_mib"]) > 0
-        pretrained = row["regime"] in ("pretrained", "probe_pretrained")
+        pretrained = row["regime"] in PRETRAINED_REGIMES
         assert int(row["pretrain_steps"]) == (4 if pretrained else 0)
-    # The pre-trained regimes share one pre-training.
+    # The pre-trained regimes share one pre-training; the probes come last
+    # and the weighted ones read every layer.
     assert output.count("BEST-RQ && train.py") == 1
+    commands = [line for line in output.splitlines() if "CTC && " in line]
+    assert ["--freeze_bestrq True" in line for line in commands] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+    assert sum("--weighted_layers True" in line for line in commands) == 2
+    # Without augmentation and with the small beam of small_scale.yaml.
+    assert all("--augment False" in line for line in commands)
+    assert all("--test_beam_size 10" in line for line in commands)
 
     with open(os.path.join(results, "summary.json")) as stream:
         summary = json.load(stream)
-    assert {group["regime"] for group in summary["groups"]} == regimes
+    assert {group["regime"] for group in summary["groups"]} == set(REGIMES)
     assert "pretraining_gain" in summary["targets"]
+    assert "pom_probe_weighted" in summary["targets"]
+    (pair,) = [
+        pair for pair in summary["old_and_new"] if pair["old_test_cer"] is not None
+    ]
+    assert (pair["row"], pair["regime"], pair["old_test_cer"]) == (
+        "pom",
+        "pretrained",
+        12.34,
+    )
+    with open(os.path.join(results, "table.md")) as stream:
+        assert "| pom | pretrained | 0.5 | 123, " in stream.read()
     for plot in ("test_cer.png", "cer_vs_time.png"):
         assert os.path.getsize(os.path.join(results, plot)) > 0
 
     # A second invocation finds every row done and runs nothing.
-    again = run_driver("--work", work, "--results", results)
+    again = run_driver(*arguments, "--run-minutes", "0.5")
     assert "$ cd" not in again
     with open(os.path.join(results, "runs.csv"), newline="") as stream:
         assert list(csv.DictReader(stream)) == rows
+
+    # A subset: PoM formulation C, from scratch only.
+    subset = run_driver(
+        *arguments, "--run-minutes", "0.5", "--mixers", "pom_C", "--regimes", "scratch"
+    )
+    assert subset.count("CTC && ") == 1 and "BEST-RQ && " not in subset
+    assert "formulation: C" in subset
+    with open(os.path.join(results, "runs.csv"), newline="") as stream:
+        added = [row for row in csv.DictReader(stream) if row not in rows]
+    assert [(row["options"], row["regime"]) for row in added] == [
+        ("degree=3 expand=2 formulation=C", "scratch")
+    ]
+
+
+def test_driver_refuses_to_write_into_the_record_of_old_results():
+    result = subprocess.run(
+        [
+            sys.executable,
+            DRIVER,
+            "--report-only",
+            "--results",
+            os.path.join(REPO, "benchmarks", "results", "compare-cpu"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert "record of the look-alike recipes" in result.stderr
 
 
 def test_sweep_variants_share_one_pretraining_and_one_scratch_run(tmp_path):
@@ -157,6 +242,9 @@ def test_sweep_variants_share_one_pretraining_and_one_scratch_run(tmp_path):
     assert {row["labelled_minutes"] for row in rows} == {"0.5"}
     assert output.count("BEST-RQ && train.py") == 1
     assert "--freeze_encoder_steps 100" in output
+    # Training from scratch at its own rates, the variants at the higher ones.
+    assert "--lr 0.001 --lr_bestrq 0.0008" in output
+    assert "--lr 0.002 --lr_bestrq 0.002" in output
     with open(os.path.join(results, "summary.json")) as stream:
         gains = json.load(stream)["targets"]["pretraining_gain"]
     assert set(gains) == {"fast/pom", "fast_freeze100/pom"}
