@@ -1,5 +1,4 @@
-"""Pieces shared by this package's recipes: a wall-clock training budget and
-the frame arithmetic of the 4x convolutional front-end.
+"""What this package's recipes share: a wall-clock training budget.
 
 Authors
 * speechbrain-pom contributors 2026
@@ -9,35 +8,6 @@ import time
 
 import speechbrain as sb
 import torch
-
-
-def frames_after_frontend(num_samples, hop_length=160, reduction=4):
-    """Number of encoder frames for an utterance of ``num_samples`` samples.
-
-    SpeechBrain's Fbank gives ``num_samples // hop_length + 1`` frames and the
-    strided, same-padded CNN front-end divides that by ``reduction``, rounding up.
-
-    Arguments
-    ---------
-    num_samples : torch.Tensor or int
-        Length of the waveform in samples.
-    hop_length : int
-        Fbank hop in samples (10 ms at 16 kHz).
-    reduction : int
-        Total time stride of the front-end.
-
-    Returns
-    -------
-    torch.Tensor
-        Number of frames after the front-end.
-
-    Example
-    -------
-    >>> frames_after_frontend(torch.tensor(16000))
-    tensor(26)
-    """
-    num_frames = torch.as_tensor(num_samples) // hop_length + 1
-    return torch.div(num_frames + reduction - 1, reduction, rounding_mode="floor")
 
 
 class TimeBudgetBrain(sb.Brain):
