@@ -89,36 +89,39 @@ def test_yaml_has_speechbrains_keys_and_values(recipe):
     assert ours["Transformer.mixer"] == "!ref <mixer>"
 
 
-def speechbrain_encoder(seed):
-    """CNN and TransformerASR as SpeechBrain's BEST-RQ.yaml builds them."""
-    seed_everything(seed)
-    cnn = ConvolutionFrontEnd(
-        input_shape=(8, 10, 80),
-        num_blocks=2,
-        num_layers_per_block=1,
-        out_channels=(128, 32),
-        kernel_sizes=(3, 3),
-        strides=(2, 2),
-        residuals=(False, False),
-    )
-    transformer = TransformerASR(
-        input_size=640,
-        tgt_vocab=2048,
-        d_model=576,
-        nhead=8,
-        num_encoder_layers=12,
-        num_decoder_layers=0,
-        d_ffn=2048,
-        dropout=0.1,
-        activation=torch.nn.GELU,
-        conformer_activation=torch.nn.GELU,
-        encoder_module="conformer",
-        attention_type="RelPosMHAXL",
-        normalize_before=True,
-        causal=False,
-        layerdrop_prob=0.0,
-    )
-    return cnn, transformer
+# SpeechBrain's BEST-RQ.yaml: its CNN and the arguments of its TransformerASR.
+SPEECHBRAIN_CNN = dict(
+    input_shape=(8, 10, 80),
+    num_blocks=2,
+    num_layers_per_block=1,
+    out_channels=(128, 32),
+    kernel_sizes=(3, 3),
+    strides=(2, 2),
+    residuals=(False, False),
+)
+SPEECHBRAIN_TRANSFORMER = dict(
+    input_size=640,
+    tgt_vocab=2048,
+    d_model=576,
+    nhead=8,
+    num_encoder_layers=12,
+    num_decoder_layers=0,
+    d_ffn=2048,
+    dropout=0.1,
+    activation=torch.nn.GELU,
+    conformer_activation=torch.nn.GELU,
+    encoder_module="conformer",
+    attention_type="RelPosMHAXL",
+    normalize_before=True,
+    causal=False,
+    layerdrop_prob=0.0,
+)
+
+
+def speechbrain_encoder(**sizes):
+    """SpeechBrain's CNN and TransformerASR (``sizes`` override its values)."""
+    cnn = ConvolutionFrontEnd(**SPEECHBRAIN_CNN)
+    return cnn, TransformerASR(**{**SPEECHBRAIN_TRANSFORMER, **sizes})
 
 
 def test_pretraining_encoder_is_speechbrains_weight_for_weight(tmp_path):
@@ -127,7 +130,8 @@ def test_pretraining_encoder_is_speechbrains_weight_for_weight(tmp_path):
         ours = load_hyperpyyaml(
             stream, {"data_folder": str(tmp_path), "output_folder": str(tmp_path)}
         )
-    cnn, transformer = speechbrain_encoder(ours["seed"])
+    seed_everything(ours["seed"])
+    cnn, transformer = speechbrain_encoder()
     for theirs, mine in ((cnn, ours["CNN"]), (transformer, ours["Transformer"])):
         their_state, my_state = theirs.state_dict(), mine.state_dict()
         assert [(k, v.shape) for k, v in my_state.items()] == [
@@ -153,29 +157,7 @@ def load_recipe_yaml(recipe, tmp_path, **overrides):
 
 def speechbrain_modules(d_model):
     """SpeechBrain's pt_model = [CNN, enc] of its CTC recipe, at a tiny size."""
-    cnn = ConvolutionFrontEnd(
-        input_shape=(8, 10, 80),
-        num_blocks=2,
-        num_layers_per_block=1,
-        out_channels=(128, 32),
-        kernel_sizes=(3, 3),
-        strides=(2, 2),
-        residuals=(False, False),
-    )
-    transformer = TransformerASR(
-        input_size=640,
-        tgt_vocab=5000,
-        d_model=d_model,
-        num_decoder_layers=0,
-        dropout=0.1,
-        activation=torch.nn.GELU,
-        conformer_activation=torch.nn.GELU,
-        encoder_module="conformer",
-        attention_type="RelPosMHAXL",
-        normalize_before=True,
-        causal=False,
-        **TINY,
-    )
+    cnn, transformer = speechbrain_encoder(d_model=d_model, **TINY)
     return torch.nn.ModuleList([cnn, EncoderWrapper(transformer)])
 
 
