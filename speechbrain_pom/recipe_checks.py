@@ -10,16 +10,48 @@ Authors
 * speechbrain-pom contributors 2026
 """
 
+import contextlib
 import fcntl
 import os
+import sys
 
 from speechbrain.utils.distributed import if_main_process
 
+from speechbrain_pom.checkpoints import CheckpointMismatchError
+from speechbrain_pom.pretrained import PretrainedMismatchError
+
 LOCK_FILE = ".recipe.lock"
+# The exit code of a run that refuses to start or to go on (as a command
+# line refused by argparse, and as transcribe's model that does not fit).
+REFUSAL_EXIT_CODE = 2
 
 
 class RecipeValueError(ValueError):
     """A value of the yaml or of the command line that the recipe refuses."""
+
+
+# What stops a recipe with one line instead of a traceback: the user's values
+# or files, not a bug.
+REFUSALS = (RecipeValueError, CheckpointMismatchError, PretrainedMismatchError)
+
+
+@contextlib.contextmanager
+def exit_on_refusal():
+    """Turns a refusal into one ``error:`` line on stderr and exit code 2.
+
+    Example
+    -------
+    >>> with exit_on_refusal():
+    ...     raise RecipeValueError("skip_prep is 'no': give True or False")
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+    try:
+        yield
+    except REFUSALS as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(REFUSAL_EXIT_CODE) from None
 
 
 def check_recipe_values(

@@ -103,7 +103,7 @@ def test_bestrq_recipe_refuses_wrong_overrides_before_any_work(tmp_path):
             "--max_train_minutes", "-1",
         ],
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: skip_bad_files is 'no': give True or False; train_splits is "
         "'train-clean-100': give a list, such as [train-clean-100] (quoted on the "
@@ -124,7 +124,7 @@ def test_ctc_recipe_refuses_a_test_csv_that_is_not_a_list(tmp_path):
             "--freeze_bestrq", "yes",
         ],
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: freeze_bestrq is 'yes': give True or False")
     assert "test_csv is 'test-clean.csv': give a list" in last_line
@@ -142,7 +142,7 @@ def test_second_run_into_the_same_output_folder_is_refused(tmp_path):
         ],
     )  # fmt: skip
     lock.release()
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path} is the output folder of a run that is still going "
         f"(process {os.getpid()}); wait for it to end or choose another "

@@ -41,6 +41,7 @@ from speechbrain_pom.recipe_checks import (
     check_can_stream,
     check_csv_files,
     check_recipe_values,
+    exit_on_refusal,
 )
 from speechbrain_pom.training import TimeBudgetBrain
 
@@ -512,12 +513,9 @@ def main():
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    try:
-        check_values(hparams)
-        sb.utils.distributed.ddp_init_group(run_opts)
-        output_folder_lock = OutputFolderLock(hparams["output_folder"])
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    check_values(hparams)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    output_folder_lock = OutputFolderLock(hparams["output_folder"])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -543,17 +541,11 @@ def main():
             "skip_bad_files": hparams["skip_bad_files"],
         },
     )
-    try:
-        check_csv_files(
-            {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
-        )
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    check_csv_files(
+        {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
+    )
 
-    try:
-        train_data, valid_loader, train_loader_kwargs = dataio_prepare(hparams)
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    train_data, valid_loader, train_loader_kwargs = dataio_prepare(hparams)
     brain = BestRQBrain(
         max_train_minutes=hparams["max_train_minutes"],
         modules=hparams["modules"],
@@ -579,4 +571,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_refusal():
+        main()
