@@ -11,13 +11,19 @@ Authors
 """
 
 import contextlib
+import csv
 import fcntl
 import os
 import sys
 
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from speechbrain_pom.checkpoints import CheckpointMismatchError
+from speechbrain_pom.data.validation import (
+    check_audio_files,
+    group_by_reason,
+    list_some,
+)
 from speechbrain_pom.pretrained import PretrainedMismatchError
 
 LOCK_FILE = ".recipe.lock"
@@ -161,6 +167,74 @@ def check_csv_files(csv_files):
         raise RecipeValueError(
             "no such csv file: " + "; ".join(missing) + " (prepare the data "
             "with skip_prep False, or give existing files)"
+        )
+
+
+def audio_problems(csv_files, data_folder, cache_file):
+    """Decodes the audio of csv files (once: the results are cached) and
+    tells which rows cannot be used, as the data preparations do.
+
+    Arguments
+    ---------
+    csv_files : dict
+        ``{name: path}`` of SpeechBrain csv files (``ID`` and ``wav``
+        columns, ``$data_root`` standing for ``data_folder``).
+    data_folder : str
+        The value of ``$data_root``.
+    cache_file : str
+        The decode cache (``validation.AUDIO_CACHE_NAME``), shared with the
+        preparation, so prepared files are not decoded again.
+
+    Returns
+    -------
+    list of tuple
+        ``(reason, "<csv name>: <ID>")`` per row that cannot be used.
+    """
+    rows = []
+    for name, path in csv_files.items():
+        with open(path, newline="", encoding="utf-8") as stream:
+            for row in csv.DictReader(stream):
+                wav = row["wav"].replace("$data_root", str(data_folder))
+                rows.append((f"{name}: {row['ID']}", wav))
+    results = check_audio_files([wav for _, wav in rows], cache_file=cache_file)
+    return [
+        (problem, where)
+        for (where, _), (_, problem) in zip(rows, results, strict=True)
+        if problem is not None
+    ]
+
+
+def check_csv_audio(csv_files, data_folder, cache_file):
+    """Refuses csv files with audio that cannot be used (unreadable,
+    truncated, empty, not mono, NaN or inf samples), before any training:
+    files given with ``skip_prep`` or on the command line are checked as
+    the prepared ones are. Under DDP the main process decodes, then every
+    process reads the cache and refuses alike.
+
+    Arguments
+    ---------
+    csv_files : dict
+        ``{name: path}``, as ``audio_problems``.
+    data_folder : str
+        The value of ``$data_root``.
+    cache_file : str
+        The decode cache.
+
+    Raises
+    ------
+    RecipeValueError
+        Naming the rows and their problems.
+    """
+    run_on_main(audio_problems, args=[csv_files, data_folder, cache_file])
+    problems = audio_problems(csv_files, data_folder, cache_file)
+    if problems:
+        by_reason = group_by_reason(problems)
+        raise RecipeValueError(
+            f"{len(problems)} row(s) of the csv files have audio that cannot be "
+            "used (remove them or fix the files): "
+            + "; ".join(
+                f"{reason}: {list_some(rows)}" for reason, rows in by_reason.items()
+            )
         )
 
 

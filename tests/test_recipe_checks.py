@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import soundfile
 
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
+    check_csv_audio,
     check_csv_files,
     check_recipe_values,
 )
@@ -174,3 +177,34 @@ def test_lock_of_a_killed_run_is_free_again(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     OutputFolderLock(tmp_path).release()
+
+
+def test_csv_audio_is_checked_as_prepared_audio(tmp_path):
+    """A csv file given with skip_prep: a clip with NaN samples and an empty
+    one are refused before training (the first would make the input
+    normalisation's statistics NaN), and named."""
+    rate = 16000
+    soundfile.write(tmp_path / "good.wav", np.zeros(rate), rate)
+    nan_samples = np.zeros(rate, dtype=np.float32)
+    nan_samples[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan_samples, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0), rate)
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text(
+        "ID,duration,wav,spk_id,wrd\n"
+        + "".join(
+            f"{name},1.0,$data_root/{name}.wav,1,A\n"
+            for name in ("good", "nan", "empty")
+        )
+    )
+    cache_file = tmp_path / "audio_checks.json"
+    with pytest.raises(RecipeValueError) as error:
+        check_csv_audio({"train_csv": csv_file}, tmp_path, cache_file)
+    assert str(error.value) == (
+        "2 row(s) of the csv files have audio that cannot be used (remove them "
+        "or fix the files): non-finite samples (NaN or inf): train_csv: nan; "
+        "empty (zero samples): train_csv: empty"
+    )
+    assert cache_file.is_file()  # the next run decodes nothing again
+    csv_file.write_text(csv_file.read_text().split("nan,")[0])
+    check_csv_audio({"train_csv": csv_file}, tmp_path, cache_file)

@@ -47,6 +47,7 @@ from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_pom.data.validation import AUDIO_CACHE_NAME
 from speechbrain_pom.export import fill_yaml_template, folder_written_whole
 from speechbrain_pom.pretrained import (
     WeightedLayerSum,
@@ -58,6 +59,7 @@ from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_can_stream,
+    check_csv_audio,
     check_csv_files,
     check_recipe_values,
     exit_on_refusal,
@@ -477,12 +479,16 @@ def main():
             },
         )
 
-    check_csv_files(
-        {
-            "train_csv": hparams["train_csv"],
-            "valid_csv": hparams["valid_csv"],
-            **{f"test_csv ({name})": path for name, path in test_csvs.items()},
-        }
+    csv_files = {
+        "train_csv": hparams["train_csv"],
+        "valid_csv": hparams["valid_csv"],
+        **{f"test_csv ({name})": path for name, path in test_csvs.items()},
+    }
+    check_csv_files(csv_files)
+    check_csv_audio(
+        csv_files,
+        hparams["data_folder"],
+        os.path.join(hparams["save_folder"], AUDIO_CACHE_NAME),
     )
 
     if hparams["pt_model_path"]:

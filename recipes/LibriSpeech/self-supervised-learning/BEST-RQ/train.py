@@ -35,10 +35,12 @@ from speechbrain.lobes.models.BESTRQ import brq_mask_collate_fn
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_pom.data.validation import AUDIO_CACHE_NAME
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_can_stream,
+    check_csv_audio,
     check_csv_files,
     check_recipe_values,
     exit_on_refusal,
@@ -541,8 +543,12 @@ def main():
             "skip_bad_files": hparams["skip_bad_files"],
         },
     )
-    check_csv_files(
-        {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
+    csv_files = {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
+    check_csv_files(csv_files)
+    check_csv_audio(
+        csv_files,
+        hparams["data_folder"],
+        os.path.join(hparams["output_folder"], AUDIO_CACHE_NAME),
     )
 
     train_data, valid_loader, train_loader_kwargs = dataio_prepare(hparams)
