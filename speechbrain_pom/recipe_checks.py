@@ -12,7 +12,9 @@ Authors
 
 import contextlib
 import csv
+import errno
 import fcntl
+import logging
 import os
 import sys
 
@@ -26,7 +28,12 @@ from speechbrain_pom.data.validation import (
 )
 from speechbrain_pom.pretrained import PretrainedMismatchError
 
+logger = logging.getLogger(__name__)
+
 LOCK_FILE = ".recipe.lock"
+# flock's errors on file systems mounted without locks (Lustre's noflock, NFS
+# without a lock daemon): the folder cannot be locked, the run goes on.
+LOCKS_UNSUPPORTED = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
 # The exit code of a run that refuses to start or to go on (as a command
 # line refused by argparse, and as transcribe's model that does not fit).
 REFUSAL_EXIT_CODE = 2
@@ -243,7 +250,8 @@ class OutputFolderLock:
 
     The lock is an ``flock`` on ``<folder>/.recipe.lock``: the kernel drops it
     when the process ends, however it ends (kill -9 included), so a killed run
-    never leaves the folder locked. Under DDP only the main process locks.
+    never leaves the folder locked. Under DDP only the main process locks. On
+    a file system without locks the folder is left unlocked, with a warning.
 
     Arguments
     ---------
@@ -274,7 +282,17 @@ class OutputFolderLock:
         lock_file = open(path, "a+", encoding="utf-8")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
+            if error.errno in LOCKS_UNSUPPORTED:
+                logger.warning(
+                    f"Cannot lock the output folder {os.path.abspath(folder)}: its "
+                    f"file system has no locks ({error.strerror}); make sure that "
+                    "no other run writes there."
+                )
+                lock_file.close()
+                return
+            if not isinstance(error, BlockingIOError):
+                raise
             lock_file.seek(0)
             holder = lock_file.read().strip() or "unknown"
             lock_file.close()

@@ -1,6 +1,9 @@
 """Wrong values of the yaml or the command line are refused before any work,
 and two runs cannot share an output folder (issue 9, item 6)."""
 
+import errno
+import fcntl
+import logging
 import os
 import re
 import signal
@@ -177,6 +180,19 @@ def test_lock_of_a_killed_run_is_free_again(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     OutputFolderLock(tmp_path).release()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.ENOLCK])
+def test_a_file_system_without_locks_warns_and_goes_on(
+    tmp_path, monkeypatch, caplog, code
+):
+    def flock_unsupported(file, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", flock_unsupported)
+    with caplog.at_level(logging.WARNING):
+        OutputFolderLock(tmp_path).release()
+    assert f"Cannot lock the output folder {tmp_path}" in caplog.text
 
 
 def test_csv_audio_is_checked_as_prepared_audio(tmp_path):
