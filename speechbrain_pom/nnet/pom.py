@@ -27,6 +27,7 @@ from torch import nn
 from speechbrain_pom.nnet.chunk_mean import (
     StreamingMean,
     chunk_window_mean,
+    frames_allowed,
     weighted_group_sums,
 )
 
@@ -415,9 +416,10 @@ class PoM(nn.Module):
             (batch, time) boolean, True on padding.
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
             A config: frames see their chunk and its left context (linear
-            cost). A tensor, (time, time) or (batch, time, time): boolean
-            True, or a float other than 0, marks a frame that the query frame
-            may not see (quadratic cost).
+            cost). A tensor, (time, time) or (batch, time, time), by
+            SpeechBrain's convention (see ``chunk_mean.frames_allowed``):
+            bool True, or float -inf (additive), marks a frame that the query
+            frame may not see (quadratic cost).
 
         Returns
         -------
@@ -436,8 +438,8 @@ class PoM(nn.Module):
             sums = self.group_sums(x, real, attn_mask.chunk_size)
             return chunk_window_mean(sums, real, attn_mask), attn_mask.chunk_size
         if attn_mask is not None:
-            allowed = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask == 0
-            visible = allowed.to(dtype) * (weights > 0).to(dtype)[:, None, :]
+            real = (weights > 0).to(dtype)[:, None, :]
+            visible = frames_allowed(attn_mask).to(dtype) * real
             visible = visible / visible.sum(dim=-1, keepdim=True).clamp(min=1.0)
             polynomial = self.polynomial(x)
             with torch.autocast(device_type=x.device.type, enabled=False):
@@ -507,8 +509,9 @@ class PoM(nn.Module):
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
             A ``DynChunkTrainConfig`` (``chunk_mean.CAUSAL`` for a causal
             mask): each frame sees its chunk and the config's left context;
-            linear cost. A (time, time) or (batch, time, time) tensor, True
-            where a frame may not see another: any mask, quadratic cost.
+            linear cost. A (time, time) or (batch, time, time) tensor, bool
+            True or float -inf where a frame may not see another (see
+            ``chunk_mean.frames_allowed``): any mask, quadratic cost.
         key_padding_mask : torch.Tensor, optional
             (batch, time) boolean, True on padding.
         pos_embs : torch.Tensor, optional
