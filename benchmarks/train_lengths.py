@@ -42,7 +42,7 @@ Usage
 -----
     python benchmarks/train_lengths.py --quick --out /tmp/train-lengths
     python benchmarks/train_lengths.py --out benchmarks/results/cpu-2threads/train \\
-        --max-seconds 150 --mem-budget-gib 16
+        --max-seconds 120 --mem-budget-gib 16
     python benchmarks/train_lengths.py --device cuda --autocast bfloat16 \\
         --out benchmarks/results/<card>/train-lengths
 """
