@@ -31,3 +31,4 @@ test: lint
 
 bench-quick: $(INSTALLED)
 	$(PY) benchmarks/mixer_scaling.py --quick --out results/bench-quick
+	$(PY) benchmarks/train_lengths.py --quick --out results/train-lengths-quick

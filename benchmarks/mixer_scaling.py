@@ -91,6 +91,13 @@ CHILD_ENVIRONMENT = {
     "MALLOC_MMAP_THRESHOLD_": str(32 * 2**30),
     "MALLOC_TRIM_THRESHOLD_": str(32 * 2**30),
 }
+# Imported once by the server that forks the children (``child_context``).
+CHILD_PRELOAD = (
+    "torch",
+    "speechbrain.nnet.attention",
+    "speechbrain.nnet.hypermixing",
+    "speechbrain_pom.lobes.mixer_transformer",
+)
 # Warm-up runs at no more than this many frames: it pays the one-off costs
 # (lazy initialisation, allocator growth) without doubling long measurements.
 WARMUP_MAX_FRAMES = 1000
@@ -115,6 +122,7 @@ CSV_COLUMNS = (
     "mixer_options",
     "threads",
     "device",
+    "autocast",
     "status",
 )
 TARGET_LENGTH = 3000
@@ -128,7 +136,7 @@ TARGET_THREADS = 2
 
 
 def build_model(spec):
-    """Builds the module measured by one configuration.
+    """Builds the module measured by one configuration, and its input.
 
     Arguments
     ---------
@@ -137,8 +145,10 @@ def build_model(spec):
 
     Returns
     -------
-    torch.nn.Module
+    model : torch.nn.Module
         A module mapping an input tensor to a list of output tensors.
+    make_input : callable
+        ``make_input(length, device)``: a random input of ``length`` frames.
     """
     import torch
     from speechbrain.lobes.models.transformer.Transformer import RelPosEncXL
@@ -218,13 +228,13 @@ def build_model(spec):
             positional_encoding=None,
             causal=False,
         )
-        return Encoder(net)
-    if kind in ("pom", "summarymixing"):
-        return MixerAlone(build_mixer(kind, d_model, options))
-    if kind == "pom_linears":
-        return MixerAlone(PoMLinears(build_mixer("pom", d_model, options)))
-    if kind == "hypermixing":
-        return MixerAlone(
+        model = Encoder(net)
+    elif kind in ("pom", "summarymixing"):
+        model = MixerAlone(build_mixer(kind, d_model, options))
+    elif kind == "pom_linears":
+        model = MixerAlone(PoMLinears(build_mixer("pom", d_model, options)))
+    elif kind == "hypermixing":
+        model = MixerAlone(
             HyperMixing(
                 input_output_dim=d_model,
                 hypernet_size=d_ffn,
@@ -234,9 +244,20 @@ def build_model(spec):
                 max_length=spec["length"],
             )
         )
-    if kind == "RelPosMHAXL":
-        return MixerAlone(RelPosMHAXL(d_model, nhead), RelPosEncXL(d_model))
-    return MixerAlone(RoPEMHA(d_model, nhead))
+    elif kind == "RelPosMHAXL":
+        model = MixerAlone(RelPosMHAXL(d_model, nhead), RelPosEncXL(d_model))
+    else:
+        model = MixerAlone(RoPEMHA(d_model, nhead))
+    # A mixer alone is differentiated with respect to its input too, as it is
+    # inside an encoder.
+    input_grad = spec["mode"] == "forward_backward" and spec["scope"] == "mixer"
+
+    def make_input(length, device):
+        return torch.randn(
+            spec["batch"], length, d_model, device=device, requires_grad=input_grad
+        )
+
+    return model, make_input
 
 
 def memory_status_bytes(field):
@@ -248,13 +269,15 @@ def memory_status_bytes(field):
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def measure(spec):
+def measure(spec, build=build_model):
     """Measures one configuration and returns its result row fields.
 
     Arguments
     ---------
     spec : dict
         Child specification, see ``child_spec``.
+    build : callable
+        ``build(spec)`` -> (model, make_input), as ``build_model``.
 
     Returns
     -------
@@ -267,29 +290,30 @@ def measure(spec):
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     device = torch.device(spec["device"])
-    model = build_model(spec).to(device)
+    model, make_input = build(spec)
+    model = model.to(device)
     backward = spec["mode"] == "forward_backward"
     model.train(backward)
     params = sum(p.numel() for p in model.parameters())
-    d_model = SCALES[spec["scope"]]["d_model"]
 
-    def make_input(length):
-        return torch.randn(
-            spec["batch"],
-            length,
-            d_model,
-            device=device,
-            requires_grad=backward and spec["scope"] == "mixer",
+    def autocast():
+        dtype = spec["autocast"]
+        return torch.autocast(
+            device.type,
+            dtype=getattr(torch, dtype or "bfloat16"),
+            enabled=dtype is not None,
         )
 
     def step(x):
         if backward:
-            loss = sum(output.sum() for output in model(x))
+            with autocast():
+                outputs = model(x)
+            loss = sum(output.float().sum() for output in outputs)
             loss.backward()
             model.zero_grad(set_to_none=True)
             x.grad = None
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -301,8 +325,8 @@ def measure(spec):
     else:
         baseline = memory_status_bytes("VmRSS")
     for _ in range(spec["warmup"]):
-        step(make_input(min(spec["length"], WARMUP_MAX_FRAMES)))
-    x = make_input(spec["length"])
+        step(make_input(min(spec["length"], WARMUP_MAX_FRAMES), device))
+    x = make_input(spec["length"], device)
     times = []
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
@@ -324,10 +348,10 @@ def measure(spec):
     }
 
 
-def child_main(spec, connection):
+def child_main(spec, connection, build=build_model):
     """Entry point of a child process: sends the measurement or the error."""
     try:
-        connection.send(measure(spec))
+        connection.send(measure(spec, build))
     except Exception as error:  # reported as a failed row, not raised
         connection.send({"error": f"{type(error).__name__}: {error}"[:300]})
     finally:
@@ -345,13 +369,13 @@ def pom_state_width(d_model, options):
     return options["degree"] * width if options["formulation"] == "A" else width
 
 
-def mixer_floats_per_frame(mixer, options, scale):
+def mixer_floats_per_frame(kind, options, scale):
     """Rough number of float32 activations a mixer keeps per frame.
 
     Arguments
     ---------
-    mixer : str
-        Benchmark mixer name.
+    kind : str
+        Mixer built (``MIXER_SPECS``' first field: pom, pom_linears, ...).
     options : dict
         Options of the mixer (PoM's degree, expand, formulation).
     scale : dict
@@ -363,7 +387,6 @@ def mixer_floats_per_frame(mixer, options, scale):
         Activations per frame, linear part only.
     """
     d_model = scale["d_model"]
-    kind = MIXER_SPECS[mixer][0]
     if kind in ("pom", "pom_linears"):
         state = pom_state_width(d_model, options)
         naive = 0 if options.get("fused", True) else options["degree"] * state
@@ -373,7 +396,7 @@ def mixer_floats_per_frame(mixer, options, scale):
     return 8 * d_model
 
 
-def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
+def analytic_peak_bytes(kind, options, scale, length, batch, mode, encoder):
     """A priori peak memory of one configuration, before any calibration.
 
     A fixed overhead, plus float32 activations linear in the frames (one
@@ -381,16 +404,38 @@ def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
     attention, score tensors quadratic in the frames. Shorter lengths measured
     in the run calibrate it (``skip_reason``).
 
+    Arguments
+    ---------
+    kind : str
+        Mixer built (pom, summarymixing, RelPosMHAXL, ...).
+    options : dict
+        Options of the mixer.
+    scale : dict
+        d_model, layers, nhead, d_ffn.
+    length, batch : int
+        Frames and utterances of the input.
+    mode : str
+        forward or forward_backward.
+    encoder : bool
+        Conformer layers around the mixer (False: the mixer alone).
+
     Returns
     -------
     float
         Predicted peak memory above the post-build baseline, in bytes.
+
+    Example
+    -------
+    >>> scale = SCALES["small"]
+    >>> pom = analytic_peak_bytes("pom", POM_OPTIONS, scale, 3000, 8, "forward", True)
+    >>> mha = analytic_peak_bytes("RelPosMHAXL", {}, scale, 3000, 8, "forward", True)
+    >>> pom < mha
+    True
     """
-    scale = SCALES[scope]
     backward = mode == "forward_backward"
     layers_kept = scale["layers"] if backward else 1
-    per_frame = mixer_floats_per_frame(mixer, options, scale)
-    if scope != "mixer":
+    per_frame = mixer_floats_per_frame(kind, options, scale)
+    if encoder:
         # Two macaron feed-forward modules, convolution module, norms.
         per_frame += 2 * scale["d_ffn"] + 16 * scale["d_model"]
     linear = 4 * batch * length * per_frame * layers_kept
@@ -399,12 +444,25 @@ def analytic_peak_bytes(mixer, options, scope, length, batch, mode):
     # forward, 14 with backward); RoPEMHA's fused attention holds none unless
     # given a mask, which the encoder always passes (a (B, H, N, N) mask).
     per_pair = 0
-    if mixer == "RelPosMHAXL":
+    if kind == "RelPosMHAXL":
         per_pair = 14 if backward else 7
-    elif mixer == "RoPEMHA" and scope != "mixer":
+    elif kind == "RoPEMHA" and encoder:
         per_pair = 6 if backward else 3
     quadratic = 4 * batch * scale["nhead"] * length**2 * per_pair * layers_kept
     return ANALYTIC_OVERHEAD_BYTES + linear + quadratic
+
+
+def spec_peak_bytes(spec, length):
+    """``analytic_peak_bytes`` of a configuration of this script at ``length``."""
+    return analytic_peak_bytes(
+        MIXER_SPECS[spec["mixer"]][0],
+        spec["mixer_options"],
+        SCALES[spec["scope"]],
+        length,
+        spec["batch"],
+        spec["mode"],
+        encoder=spec["scope"] != "mixer",
+    )
 
 
 def extrapolate(points, length, nominal_growth, floor):
@@ -495,18 +553,19 @@ def matched_pom_options(d_model=144):
     return options, params, target
 
 
-def child_spec(args, mixer, scope, length, mode, options):
+def child_spec(args, mixer, scope, length, mode, options, batch):
     """The JSON-serialisable description a child process measures."""
     return {
         "mixer": mixer,
         "scope": scope,
         "length": length,
         "mode": mode,
-        "batch": args.batch_mixer if scope == "mixer" else args.batch_encoder[scope],
+        "batch": batch,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "threads": args.threads,
         "device": args.device,
+        "autocast": args.autocast,
         "mixer_options": options,
     }
 
@@ -529,38 +588,34 @@ def empty_row(spec, status):
         "mixer_options": spec["mixer_options"],
         "threads": spec["threads"],
         "device": spec["device"],
+        "autocast": spec["autocast"],
         "status": status,
     }
 
 
-def child_context():
+def child_context(preload=CHILD_PRELOAD):
     """The multiprocessing context that starts the children.
 
-    A forkserver imports torch and SpeechBrain once; each configuration is a
-    fresh fork of it (a few ms instead of seconds of imports). The children's
-    malloc settings are in the environment the server starts with.
+    A forkserver imports ``preload`` (torch, SpeechBrain) once; each
+    configuration is a fresh fork of it (a few ms instead of seconds of
+    imports). The children's malloc settings are in the environment the
+    server starts with.
     """
     os.environ.update(CHILD_ENVIRONMENT)
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        [
-            "torch",
-            "speechbrain.nnet.attention",
-            "speechbrain.nnet.hypermixing",
-            "speechbrain_pom.lobes.mixer_transformer",
-        ]
-    )
+    context.set_forkserver_preload(list(preload))
     return context
 
 
-def run_config(context, spec, timeout):
+def run_config(context, spec, timeout, build=build_model):
     """Runs one configuration in a child process and returns its row.
 
     A child that dies (e.g. killed by the kernel for memory) or runs past
-    ``timeout`` seconds gives a "failed" row.
+    ``timeout`` seconds gives a "failed" row. ``build`` (a module-level
+    function, pickled by name) builds the model, as ``build_model``.
     """
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=child_main, args=(spec, sender))
+    child = context.Process(target=child_main, args=(spec, sender, build))
     child.start()
     sender.close()
     try:
@@ -594,7 +649,7 @@ def configuration_key(entry):
     return entry["mixer"], entry["scope"], entry["mode"], entry["batch"], length
 
 
-def skip_reason(args, spec, history):
+def skip_reason(args, spec, history, peak_bytes=spec_peak_bytes):
     """Why a configuration should not be run, or None to run it.
 
     Arguments
@@ -606,6 +661,9 @@ def skip_reason(args, spec, history):
     history : list of dict
         Rows already recorded for the same mixer, scope, mode and batch,
         shorter lengths first.
+    peak_bytes : callable
+        ``peak_bytes(spec, length)``: the a priori memory model, as
+        ``spec_peak_bytes``.
 
     Returns
     -------
@@ -635,9 +693,7 @@ def skip_reason(args, spec, history):
         )
 
     def analytic(n):
-        return analytic_peak_bytes(
-            mixer, spec["mixer_options"], spec["scope"], n, spec["batch"], spec["mode"]
-        )
+        return peak_bytes(spec, n)
 
     predicted_bytes = extrapolate(
         [(row["length_frames"], row["peak_mem_delta_mib"] * 2**20) for row in measured],
@@ -671,9 +727,12 @@ def plan(args, matched_options):
             options = MIXER_SPECS[mixer][1]
             if options is None:
                 options = matched_options
+            batch = args.batch_mixer if scope == "mixer" else args.batch_encoder[scope]
             for mode in args.modes:
                 for length in sorted(args.lengths):
-                    specs.append(child_spec(args, mixer, scope, length, mode, options))
+                    specs.append(
+                        child_spec(args, mixer, scope, length, mode, options, batch)
+                    )
     return specs
 
 
@@ -692,8 +751,9 @@ def write_results(rows, out_dir):
             )
 
 
-def machine_info(args):
-    """CPU, GPU, library versions, date and command line of this run."""
+def machine_info(args, scales):
+    """CPU, GPU, library versions, date and command line of this run, and
+    the model sizes (``scales``) it measures."""
     import speechbrain
     import torch
 
@@ -711,6 +771,7 @@ def machine_info(args):
         "logical_cpus": os.cpu_count(),
         "threads": args.threads,
         "device": args.device,
+        "autocast": args.autocast,
         "gpu": gpu,
         "torch_version": torch.__version__,
         "speechbrain_version": speechbrain.__version__,
@@ -726,8 +787,112 @@ def machine_info(args):
         "mem_budget_gib": args.mem_budget_gib,
         "max_seconds": args.max_seconds,
         "frames_per_second": FRAMES_PER_SECOND,
-        "scales": SCALES,
+        "scales": scales,
     }
+
+
+def begin_run(args, scales):
+    """Creates ``--out`` and writes machine.json; returns the earlier rows.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Options of ``add_run_options``.
+    scales : dict
+        Model sizes measured, recorded in machine.json.
+
+    Returns
+    -------
+    list of dict
+        With ``--append``, the rows already in ``--out`` (machine.json then
+        lists every run's command line); otherwise none.
+    """
+    args.out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(args, scales)
+    previous_rows, command_lines = [], []
+    if args.append and (args.out / "results.json").exists():
+        previous_rows = json.loads((args.out / "results.json").read_text())
+        previous_machine = json.loads((args.out / "machine.json").read_text())
+        command_lines = previous_machine["command_lines"]
+    machine["command_lines"] = [*command_lines, machine["command_line"]]
+    (args.out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
+    return previous_rows
+
+
+def run_plan(
+    args,
+    specs,
+    previous_rows,
+    build=build_model,
+    peak_bytes=spec_peak_bytes,
+    preload=CHILD_PRELOAD,
+):
+    """Measures every configuration in order, each in its own child process,
+    or records why it was skipped; rewrites the results after each.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        Options of ``add_run_options``.
+    specs : list of dict
+        Configurations, shorter lengths first within a mixer, scope and mode.
+    previous_rows : list of dict
+        Rows of earlier runs; those of configurations in ``specs`` are
+        measured again.
+    build : callable
+        ``build(spec)`` -> (model, make_input), a module-level function.
+    peak_bytes : callable
+        ``peak_bytes(spec, length)``: the a priori memory model.
+    preload : sequence of str
+        Modules the children's server imports once.
+
+    Returns
+    -------
+    list of dict
+        All rows, earlier ones first.
+    """
+    started = time.perf_counter()
+    planned = {configuration_key(spec) for spec in specs}
+    rows = [row for row in previous_rows if configuration_key(row) not in planned]
+    context = child_context(preload)
+    # A child may run past --max-seconds (noise, a poor prediction) but not forever.
+    timeout = max(300.0, 3 * (args.repeats + args.warmup) * args.max_seconds)
+    for index, spec in enumerate(specs, start=1):
+        history = sorted(
+            (
+                row
+                for row in rows
+                if configuration_key(row)[:-1] == configuration_key(spec)[:-1]
+                and row["length_frames"] < spec["length"]
+            ),
+            key=lambda row: row["length_frames"],
+        )
+        elapsed = time.perf_counter() - started
+        reason = (
+            f"skipped: --deadline-minutes {args.deadline_minutes:g} reached"
+            if elapsed > 60 * args.deadline_minutes
+            else skip_reason(args, spec, history, peak_bytes)
+        )
+        row = (
+            empty_row(spec, reason)
+            if reason
+            else run_config(context, spec, timeout, build)
+        )
+        rows.append(row)
+        write_results(rows, args.out)
+        measured = (
+            f"{row['time_s_median']:.4f} s, {row['peak_mem_mib']:.0f} MiB peak "
+            f"({row['peak_mem_delta_mib']:.0f} above baseline)"
+            if row["status"] == "ok"
+            else row["status"]
+        )
+        print(
+            f"[{index}/{len(specs)} {time.perf_counter() - started:6.0f} s] "
+            f"{spec['scope']:>5} {spec['mixer']:<13} {spec['mode']:<16} "
+            f"{spec['length']:>6} fr x{spec['batch']}: {measured}",
+            flush=True,
+        )
+    return rows
 
 
 def plot_scope(rows, scope, out_dir):
@@ -962,28 +1127,20 @@ def format_targets(targets):
 # --------------------------------------------------------------------------
 
 
-def parse_args(argv=None):
-    """Command-line options."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_run_options(parser):
+    """Adds the options of a run (output, modes, repeats, threads, device,
+    budgets, --append) to ``parser``; ``apply_run_defaults`` completes them."""
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--mixers", nargs="+", choices=list(MIXER_SPECS))
-    parser.add_argument("--lengths", nargs="+", type=int, help="frames (25 per s)")
-    parser.add_argument("--scopes", nargs="+", choices=SCOPES)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--repeats", type=int, help="timed runs (default 3, quick 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
-    parser.add_argument("--batch-mixer", type=int, default=8)
-    parser.add_argument(
-        "--batch-small", type=int, default=8, help="batch of the small encoder"
-    )
-    parser.add_argument(
-        "--batch-paper", type=int, default=1, help="batch of the paper encoder"
-    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--autocast",
+        choices=("bfloat16", "float16"),
+        help="run the model under torch.autocast in this dtype (default: none)",
+    )
     parser.add_argument(
         "--mem-budget-gib",
         type=float,
@@ -1008,19 +1165,43 @@ def parse_args(argv=None):
         help="keep the rows already in --out (re-measuring planned configurations);"
         " shorter lengths measured earlier calibrate the predictions",
     )
+
+
+def apply_run_defaults(args):
+    """The defaults of ``add_run_options`` that depend on --quick and --device."""
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.mem_budget_gib is None:
+        args.mem_budget_gib = 12.0 if args.device == "cpu" else math.inf
+
+
+def parse_args(argv=None):
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_options(parser)
+    parser.add_argument("--mixers", nargs="+", choices=list(MIXER_SPECS))
+    parser.add_argument("--lengths", nargs="+", type=int, help="frames (25 per s)")
+    parser.add_argument("--scopes", nargs="+", choices=SCOPES)
+    parser.add_argument("--batch-mixer", type=int, default=8)
+    parser.add_argument(
+        "--batch-small", type=int, default=8, help="batch of the small encoder"
+    )
+    parser.add_argument(
+        "--batch-paper", type=int, default=1, help="batch of the paper encoder"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="lengths 25 250 750, scopes mixer and small, 1 repeat (< 5 min)",
     )
     args = parser.parse_args(argv)
+    apply_run_defaults(args)
     args.mixers = args.mixers or list(MIXER_SPECS)
     default_lengths = QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS
     args.lengths = args.lengths or list(default_lengths)
     args.scopes = args.scopes or list(QUICK_SCOPES if args.quick else SCOPES)
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    if args.mem_budget_gib is None:
-        args.mem_budget_gib = 12.0 if args.device == "cpu" else math.inf
     args.batch_encoder = {"small": args.batch_small, "paper": args.batch_paper}
     return args
 
@@ -1028,16 +1209,8 @@ def parse_args(argv=None):
 def main(argv=None):
     """Runs the benchmark."""
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    machine = machine_info(args)
-    previous_rows, command_lines = [], []
-    if args.append and (args.out / "results.json").exists():
-        previous_rows = json.loads((args.out / "results.json").read_text())
-        previous_machine = json.loads((args.out / "machine.json").read_text())
-        command_lines = previous_machine["command_lines"]
-    machine["command_lines"] = [*command_lines, machine["command_line"]]
-    (args.out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
+    previous_rows = begin_run(args, SCALES)
     matched_options, matched_params, summary_params = matched_pom_options()
     mismatch = matched_params / summary_params - 1
     print(
@@ -1046,43 +1219,7 @@ def main(argv=None):
         f"{'' if abs(mismatch) <= MATCHING_TOLERANCE else ', OUTSIDE 20%'})",
         flush=True,
     )
-    specs = plan(args, matched_options)
-    planned = {configuration_key(spec) for spec in specs}
-    rows = [row for row in previous_rows if configuration_key(row) not in planned]
-    context = child_context()
-    # A child may run past --max-seconds (noise, a poor prediction) but not forever.
-    timeout = max(300.0, 3 * (args.repeats + args.warmup) * args.max_seconds)
-    for index, spec in enumerate(specs, start=1):
-        history = sorted(
-            (
-                row
-                for row in rows
-                if configuration_key(row)[:-1] == configuration_key(spec)[:-1]
-                and row["length_frames"] < spec["length"]
-            ),
-            key=lambda row: row["length_frames"],
-        )
-        elapsed = time.perf_counter() - started
-        reason = (
-            f"skipped: --deadline-minutes {args.deadline_minutes:g} reached"
-            if elapsed > 60 * args.deadline_minutes
-            else skip_reason(args, spec, history)
-        )
-        row = empty_row(spec, reason) if reason else run_config(context, spec, timeout)
-        rows.append(row)
-        write_results(rows, args.out)
-        measured = (
-            f"{row['time_s_median']:.4f} s, {row['peak_mem_mib']:.0f} MiB peak "
-            f"({row['peak_mem_delta_mib']:.0f} above baseline)"
-            if row["status"] == "ok"
-            else row["status"]
-        )
-        print(
-            f"[{index}/{len(specs)} {time.perf_counter() - started:6.0f} s] "
-            f"{spec['scope']:>5} {spec['mixer']:<13} {spec['mode']:<16} "
-            f"{spec['length']:>6} fr x{spec['batch']}: {measured}",
-            flush=True,
-        )
+    rows = run_plan(args, plan(args, matched_options), previous_rows)
     for scope in dict.fromkeys(row["scope"] for row in rows):
         plot_scope(rows, scope, args.out)
     targets = compute_targets(rows)

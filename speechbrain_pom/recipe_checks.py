@@ -10,16 +10,61 @@ Authors
 * speechbrain-pom contributors 2026
 """
 
+import contextlib
+import csv
+import errno
 import fcntl
+import logging
 import os
+import sys
 
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from speechbrain_pom.checkpoints import CheckpointMismatchError
+from speechbrain_pom.data.validation import (
+    check_audio_files,
+    group_by_reason,
+    list_some,
+)
+from speechbrain_pom.pretrained import PretrainedMismatchError
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".recipe.lock"
+# flock's errors on file systems mounted without locks (Lustre's noflock, NFS
+# without a lock daemon): the folder cannot be locked, the run goes on.
+LOCKS_UNSUPPORTED = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+# The exit code of a run that refuses to start or to go on (as a command
+# line refused by argparse, and as transcribe's model that does not fit).
+REFUSAL_EXIT_CODE = 2
 
 
 class RecipeValueError(ValueError):
     """A value of the yaml or of the command line that the recipe refuses."""
+
+
+# What stops a recipe with one line instead of a traceback: the user's values
+# or files, not a bug.
+REFUSALS = (RecipeValueError, CheckpointMismatchError, PretrainedMismatchError)
+
+
+@contextlib.contextmanager
+def exit_on_refusal():
+    """Turns a refusal into one ``error:`` line on stderr and exit code 2.
+
+    Example
+    -------
+    >>> with exit_on_refusal():
+    ...     raise RecipeValueError("skip_prep is 'no': give True or False")
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+    try:
+        yield
+    except REFUSALS as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(REFUSAL_EXIT_CODE) from None
 
 
 def check_recipe_values(
@@ -132,12 +177,81 @@ def check_csv_files(csv_files):
         )
 
 
+def audio_problems(csv_files, data_folder, cache_file):
+    """Decodes the audio of csv files (once: the results are cached) and
+    tells which rows cannot be used, as the data preparations do.
+
+    Arguments
+    ---------
+    csv_files : dict
+        ``{name: path}`` of SpeechBrain csv files (``ID`` and ``wav``
+        columns, ``$data_root`` standing for ``data_folder``).
+    data_folder : str
+        The value of ``$data_root``.
+    cache_file : str
+        The decode cache (``validation.AUDIO_CACHE_NAME``), shared with the
+        preparation, so prepared files are not decoded again.
+
+    Returns
+    -------
+    list of tuple
+        ``(reason, "<csv name>: <ID>")`` per row that cannot be used.
+    """
+    rows = []
+    for name, path in csv_files.items():
+        with open(path, newline="", encoding="utf-8") as stream:
+            for row in csv.DictReader(stream):
+                wav = row["wav"].replace("$data_root", str(data_folder))
+                rows.append((f"{name}: {row['ID']}", wav))
+    results = check_audio_files([wav for _, wav in rows], cache_file=cache_file)
+    return [
+        (problem, where)
+        for (where, _), (_, problem) in zip(rows, results, strict=True)
+        if problem is not None
+    ]
+
+
+def check_csv_audio(csv_files, data_folder, cache_file):
+    """Refuses csv files with audio that cannot be used (unreadable,
+    truncated, empty, not mono, NaN or inf samples), before any training:
+    files given with ``skip_prep`` or on the command line are checked as
+    the prepared ones are. Under DDP the main process decodes, then every
+    process reads the cache and refuses alike.
+
+    Arguments
+    ---------
+    csv_files : dict
+        ``{name: path}``, as ``audio_problems``.
+    data_folder : str
+        The value of ``$data_root``.
+    cache_file : str
+        The decode cache.
+
+    Raises
+    ------
+    RecipeValueError
+        Naming the rows and their problems.
+    """
+    run_on_main(audio_problems, args=[csv_files, data_folder, cache_file])
+    problems = audio_problems(csv_files, data_folder, cache_file)
+    if problems:
+        by_reason = group_by_reason(problems)
+        raise RecipeValueError(
+            f"{len(problems)} row(s) of the csv files have audio that cannot be "
+            "used (remove them or fix the files): "
+            + "; ".join(
+                f"{reason}: {list_some(rows)}" for reason, rows in by_reason.items()
+            )
+        )
+
+
 class OutputFolderLock:
     """An exclusive lock on an output folder, held while the process runs.
 
     The lock is an ``flock`` on ``<folder>/.recipe.lock``: the kernel drops it
     when the process ends, however it ends (kill -9 included), so a killed run
-    never leaves the folder locked. Under DDP only the main process locks.
+    never leaves the folder locked. Under DDP only the main process locks. On
+    a file system without locks the folder is left unlocked, with a warning.
 
     Arguments
     ---------
@@ -168,7 +282,17 @@ class OutputFolderLock:
         lock_file = open(path, "a+", encoding="utf-8")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
+            if error.errno in LOCKS_UNSUPPORTED:
+                logger.warning(
+                    f"Cannot lock the output folder {os.path.abspath(folder)}: its "
+                    f"file system has no locks ({error.strerror}); make sure that "
+                    "no other run writes there."
+                )
+                lock_file.close()
+                return
+            if not isinstance(error, BlockingIOError):
+                raise
             lock_file.seek(0)
             holder = lock_file.read().strip() or "unknown"
             lock_file.close()

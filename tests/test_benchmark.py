@@ -25,6 +25,7 @@ EXPECTED_COLUMNS = [
     "mixer_options",
     "threads",
     "device",
+    "autocast",
     "status",
 ]
 MACHINE_FIELDS = (

@@ -143,6 +143,35 @@ def test_resumes_from_previous_checkpoint_when_newest_is_broken(
     )
 
 
+def test_rerun_with_another_mixer_stops_and_keeps_checkpoints(
+    tiny_librispeech, tmp_path
+):
+    first = run_recipe(tiny_librispeech, tmp_path, "--number_of_epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    save = tmp_path / "save"
+    before = {path: path.read_bytes() for path in save.rglob("*") if path.is_file()}
+
+    result = run_recipe(
+        tiny_librispeech,
+        tmp_path,
+        "--number_of_epochs",
+        "2",
+        "--mixer",
+        "summarymixing",
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (checkpoint,) = checkpoints(tmp_path)
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: the checkpoint {save / checkpoint} ")
+    assert "model.ckpt does not match the model of this run" in last_line
+    assert "missing keys: 1.transformer.encoder.layers.0." in last_line
+    # Nothing trained, nothing deleted or rewritten.
+    assert [epoch for epoch, _ in logged_epochs(tmp_path)] == [1]
+    after = {path: path.read_bytes() for path in save.rglob("*") if path.is_file()}
+    assert after == before
+
+
 def test_sigkill_mid_training_then_same_command_resumes(tiny_librispeech, tmp_path):
     command = [sys.executable, "train.py", "hparams/bestrq_pom.yaml"]
     command += ["--data_folder", str(tiny_librispeech), "--output_folder"]

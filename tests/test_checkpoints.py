@@ -1,5 +1,5 @@
-"""SafeCheckpointer: a checkpoint appears whole or not at all, and recovery
-skips one that cannot be loaded."""
+"""SafeCheckpointer: a checkpoint appears whole or not at all, recovery skips
+one that cannot be read and stops at one that does not fit the model."""
 
 import logging
 import os
@@ -13,7 +13,12 @@ import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechbrain_pom.checkpoints import STAGING_PREFIX, SafeCheckpointer
+from speechbrain_pom.checkpoints import (
+    REPLACED_PREFIX,
+    STAGING_PREFIX,
+    CheckpointMismatchError,
+    SafeCheckpointer,
+)
 
 
 def checkpointer_with_model(folder, value):
@@ -66,6 +71,103 @@ def test_recovery_falls_back_to_the_previous_good_checkpoint(tmp_path, caplog, d
     assert recovered.path == good.path
     assert fresh_model.weight.item() == 1.0
     assert str(broken.path) in caplog.text
+
+
+@pytest.mark.parametrize(
+    "other_model, mismatch",
+    [
+        (torch.nn.Linear(1, 2, bias=False), "1 shape mismatches: weight"),
+        (torch.nn.Linear(1, 1, bias=True), "1 missing keys: bias"),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_stops_recovery_and_is_kept(
+    tmp_path, other_model, mismatch
+):
+    """A rerun with another model size in the same folder: nothing is loaded,
+    nothing deleted, and the error names the folder and the keys."""
+    checkpointer, _ = checkpointer_with_model(tmp_path, 1.0)
+    saved = checkpointer.save_checkpoint(meta={"step": 1})
+    files_before = sorted(os.listdir(saved.path))
+    weights_before = [p.clone() for p in other_model.parameters()]
+
+    rerun = SafeCheckpointer(tmp_path, {"model": other_model})
+    with pytest.raises(CheckpointMismatchError) as error:
+        rerun.recover_if_possible()
+    message = str(error.value)
+    assert str(saved.path) in message and mismatch in message
+    assert "\n" not in message
+    for before, after in zip(weights_before, other_model.parameters(), strict=True):
+        assert torch.equal(before, after)
+    assert visible_checkpoints(tmp_path) == [saved.path.name]
+    assert sorted(os.listdir(saved.path)) == files_before
+
+
+def test_an_optimizer_with_other_parameter_groups_does_not_fit(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    SafeCheckpointer(tmp_path, {"optimizer": optimizer}).save_checkpoint()
+    other = torch.optim.SGD(
+        [{"params": [model.weight]}, {"params": [model.bias]}], lr=0.1
+    )
+    with pytest.raises(CheckpointMismatchError, match=r"\[2\].*\[1, 1\]"):
+        SafeCheckpointer(tmp_path, {"optimizer": other}).recover_if_possible()
+
+
+def test_a_load_that_fails_half_way_stops_the_run(tmp_path):
+    """The model is loaded, then another recoverable fails: the run must not
+    go on with one half from the checkpoint and the other fresh."""
+    checkpointer, _ = checkpointer_with_model(tmp_path, 1.0)
+    checkpointer.add_recoverable(
+        "counter", object(), custom_save_hook=lambda obj, path: path.write_text("7")
+    )
+    checkpointer.save_checkpoint()
+
+    def failing_load(obj, path, end_of_epoch):
+        raise ValueError("not what this loader expects")
+
+    fresh, _ = checkpointer_with_model(tmp_path, 0.0)
+    fresh.add_recoverable("counter", object(), custom_load_hook=failing_load)
+    with pytest.raises(CheckpointMismatchError, match="partly loaded"):
+        fresh.recover_if_possible()
+
+
+def test_a_kill_during_a_named_resave_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    """Killed after the old checkpoint of a name is moved away and before the
+    new one is moved in: recovery puts the old one back."""
+    checkpointer, model = checkpointer_with_model(tmp_path, 1.0)
+    checkpointer.save_checkpoint(name="best")
+    torch.nn.init.constant_(model.weight, 2.0)
+    rename = os.rename
+
+    def killed_before_moving_in(source, target):
+        if os.path.basename(source).startswith(STAGING_PREFIX):
+            raise KeyboardInterrupt  # stands for the kill
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", killed_before_moving_in)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save_checkpoint(name="best")
+    monkeypatch.setattr(os, "rename", rename)
+
+    fresh, fresh_model = checkpointer_with_model(tmp_path, 0.0)
+    assert fresh.recover_if_possible().path.name == "CKPT+best"
+    assert fresh_model.weight.item() == 1.0
+    assert sorted(os.listdir(tmp_path)) == ["CKPT+best"]
+
+
+def test_recovery_removes_an_old_copy_left_by_a_killed_resave(tmp_path):
+    """Killed after the new checkpoint is moved in, before the old copy is
+    removed: the new one is loaded, the old copy removed."""
+    checkpointer, model = checkpointer_with_model(tmp_path, 1.0)
+    checkpointer.save_checkpoint(name="best")
+    torch.nn.init.constant_(model.weight, 2.0)
+    checkpointer.save_checkpoint(name="best")
+    (tmp_path / f"{REPLACED_PREFIX}CKPT+best").mkdir()  # the old copy, left
+
+    fresh, fresh_model = checkpointer_with_model(tmp_path, 0.0)
+    fresh.recover_if_possible()
+    assert fresh_model.weight.item() == 2.0
+    assert sorted(os.listdir(tmp_path)) == ["CKPT+best"]
 
 
 def test_sigkill_during_save_then_resume(tmp_path):

@@ -336,3 +336,20 @@ def test_speechbrain_call_order(common_voice_prepare, commonvoice_copy, tmp_path
         commonvoice_copy, tmp_path / "dev_as_test", *tsv_files[:2], tsv_files[1]
     )
     assert report["test"] == {**report["dev"], "csv_file": report["test"]["csv_file"]}
+
+
+def test_rows_with_missing_fields_are_counted_and_reported(
+    common_voice_prepare, commonvoice_copy, tmp_path, caplog
+):
+    """A row that stops after client_id and path (its other fields missing)."""
+    tsv_file = os.path.join(commonvoice_copy, "train.tsv")
+    rows = read_table(tsv_file, "\t")
+    with open(tsv_file, "a", encoding="utf-8") as stream:
+        stream.write(f"{rows[0]['client_id']}\t{rows[0]['path']}\n")
+    with caplog.at_level(logging.WARNING):
+        report = common_voice_prepare.prepare_common_voice(commonvoice_copy, tmp_path)
+    assert report["train"]["skipped"] == {
+        "wrong number of columns": [f"train.tsv line {len(rows) + 2}"]
+    }
+    assert report["train"]["n_rows"] == len(rows)
+    assert f"train: skipped 1 of {len(rows) + 1} rows" in caplog.text

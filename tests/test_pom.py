@@ -525,6 +525,53 @@ def test_fused_path_never_holds_the_whole_polynomial():
     assert cumprods and all(shape[1] <= tile for shape in cumprods)
 
 
+def saved_elements(mixer, x, pad):
+    """Elements of every tensor that autograd keeps from one forward pass."""
+    sizes = []
+
+    def pack(tensor):
+        sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        mixer(x, x, x, key_padding_mask=pad)
+    return sum(sizes)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("frames", [3, 8, 20])
+@pytest.mark.parametrize("fold", [True, False])
+def test_select_fold_equals_product(formulation, frames, fold, monkeypatch):
+    """Folding the state into W_o or forming gate * state: the same outputs
+    and gradients, whatever the shapes (each order forced on each shape)."""
+    mixer = make_mixer(formulation).double()
+    x = torch.randn(2, frames, D_MODEL, dtype=torch.float64)
+    pad = padding_mask([frames, frames - 2], frames)
+    expected = outputs_and_grads(mixer, x, None, pad)
+    monkeypatch.setattr(pom_module, "folds_state", lambda time, d_model: fold)
+    forced = outputs_and_grads(mixer, x, None, pad)
+    torch.testing.assert_close(forced, expected, **EXACT)
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("frames", [3, 8, 9, 20])
+def test_select_keeps_the_smaller_tensor_for_backward(formulation, frames, monkeypatch):
+    """The order chosen for the shapes keeps no more for backward than the
+    other, and strictly less when the lengths differ from d_model."""
+    mixer = make_mixer(formulation).train()
+    x = torch.randn(2, frames, D_MODEL, requires_grad=True)
+    pad = padding_mask([frames, frames - 2], frames)
+    chosen = saved_elements(mixer, x, pad)
+    held = {}
+    for fold in (True, False):
+        monkeypatch.setattr(pom_module, "folds_state", lambda t, d, fold=fold: fold)
+        held[fold] = saved_elements(mixer, x, pad)
+    assert chosen == min(held.values())
+    width = mixer.gate_proj.out_features
+    # The two orders differ by (time - d_model) * width per utterance.
+    assert held[True] - held[False] == 2 * width * (D_MODEL - frames)
+
+
 # ------------------------------------------- linear chunked path, streaming
 
 CHUNK_SIZES = [1, 3, 8]

@@ -1,17 +1,23 @@
 """Wrong values of the yaml or the command line are refused before any work,
 and two runs cannot share an output folder (issue 9, item 6)."""
 
+import errno
+import fcntl
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import soundfile
 
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
+    check_csv_audio,
     check_csv_files,
     check_recipe_values,
 )
@@ -103,7 +109,7 @@ def test_bestrq_recipe_refuses_wrong_overrides_before_any_work(tmp_path):
             "--max_train_minutes", "-1",
         ],
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: skip_bad_files is 'no': give True or False; train_splits is "
         "'train-clean-100': give a list, such as [train-clean-100] (quoted on the "
@@ -124,7 +130,7 @@ def test_ctc_recipe_refuses_a_test_csv_that_is_not_a_list(tmp_path):
             "--freeze_bestrq", "yes",
         ],
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: freeze_bestrq is 'yes': give True or False")
     assert "test_csv is 'test-clean.csv': give a list" in last_line
@@ -142,7 +148,7 @@ def test_second_run_into_the_same_output_folder_is_refused(tmp_path):
         ],
     )  # fmt: skip
     lock.release()
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path} is the output folder of a run that is still going "
         f"(process {os.getpid()}); wait for it to end or choose another "
@@ -174,3 +180,47 @@ def test_lock_of_a_killed_run_is_free_again(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     OutputFolderLock(tmp_path).release()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.ENOLCK])
+def test_a_file_system_without_locks_warns_and_goes_on(
+    tmp_path, monkeypatch, caplog, code
+):
+    def flock_unsupported(file, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", flock_unsupported)
+    with caplog.at_level(logging.WARNING):
+        OutputFolderLock(tmp_path).release()
+    assert f"Cannot lock the output folder {tmp_path}" in caplog.text
+
+
+def test_csv_audio_is_checked_as_prepared_audio(tmp_path):
+    """A csv file given with skip_prep: a clip with NaN samples and an empty
+    one are refused before training (the first would make the input
+    normalisation's statistics NaN), and named."""
+    rate = 16000
+    soundfile.write(tmp_path / "good.wav", np.zeros(rate), rate)
+    nan_samples = np.zeros(rate, dtype=np.float32)
+    nan_samples[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan_samples, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "empty.wav", np.zeros(0), rate)
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text(
+        "ID,duration,wav,spk_id,wrd\n"
+        + "".join(
+            f"{name},1.0,$data_root/{name}.wav,1,A\n"
+            for name in ("good", "nan", "empty")
+        )
+    )
+    cache_file = tmp_path / "audio_checks.json"
+    with pytest.raises(RecipeValueError) as error:
+        check_csv_audio({"train_csv": csv_file}, tmp_path, cache_file)
+    assert str(error.value) == (
+        "2 row(s) of the csv files have audio that cannot be used (remove them "
+        "or fix the files): non-finite samples (NaN or inf): train_csv: nan; "
+        "empty (zero samples): train_csv: empty"
+    )
+    assert cache_file.is_file()  # the next run decodes nothing again
+    csv_file.write_text(csv_file.read_text().split("nan,")[0])
+    check_csv_audio({"train_csv": csv_file}, tmp_path, cache_file)

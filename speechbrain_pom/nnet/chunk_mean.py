@@ -32,6 +32,36 @@ CAUSAL = DynChunkTrainConfig(chunk_size=1, left_context_size=None)
 RUNNING_SUM_DTYPE = torch.float64
 
 
+def frames_allowed(attn_mask):
+    """Which frames each query frame may see under an attention mask, by
+    SpeechBrain's convention, shared by the mean-based mixers.
+
+    A bool mask blocks where True (``make_transformer_src_mask``); a float
+    mask is added to attention scores (``get_lookahead_mask``), so only -inf
+    blocks: a finite value is a bias, which a mean cannot apply.
+
+    Arguments
+    ---------
+    attn_mask : torch.Tensor
+        (T, T) or (B, T, T), bool or float.
+
+    Returns
+    -------
+    torch.Tensor
+        Bool, of the same shape: True where the query frame may see the frame.
+
+    Example
+    -------
+    >>> frames_allowed(torch.tensor([[False, True]]))
+    tensor([[ True, False]])
+    >>> frames_allowed(torch.tensor([[0.0, float("-inf"), 0.5]]))
+    tensor([[ True, False,  True]])
+    """
+    if attn_mask.dtype == torch.bool:
+        return ~attn_mask
+    return ~torch.isneginf(attn_mask)
+
+
 def weighted_group_sums(weights, values, group):
     """Weighted sums of ``values`` over consecutive groups of ``group`` frames.
 

@@ -27,6 +27,7 @@ from torch import nn
 from speechbrain_pom.nnet.chunk_mean import (
     StreamingMean,
     chunk_window_mean,
+    frames_allowed,
     weighted_group_sums,
 )
 
@@ -245,6 +246,34 @@ def frame_weights(key_padding_mask, batch, length, dtype, device):
     return real / real.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
+def folds_state(time, d_model):
+    """Whether ``PoM.select`` folds the utterance's state into ``W_o``.
+
+    Both orders keep the (batch, time, width) gate for backward; besides it,
+    folding keeps the state times ``W_o``, (batch, width, d_model), and the
+    plain product keeps gate * state, (batch, time, width). Folding holds
+    fewer elements exactly when the utterance is longer than ``d_model``.
+
+    Arguments
+    ---------
+    time : int
+        Frames of the utterance.
+    d_model : int
+        Width of the mixer's output.
+
+    Returns
+    -------
+    bool
+        True to fold, False to form the product.
+
+    Example
+    -------
+    >>> folds_state(time=1000, d_model=576), folds_state(time=250, d_model=576)
+    (True, False)
+    """
+    return time > d_model
+
+
 class PoM(nn.Module):
     """The Polynomial Mixer, a drop-in replacement for self-attention.
 
@@ -415,9 +444,10 @@ class PoM(nn.Module):
             (batch, time) boolean, True on padding.
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
             A config: frames see their chunk and its left context (linear
-            cost). A tensor, (time, time) or (batch, time, time): boolean
-            True, or a float other than 0, marks a frame that the query frame
-            may not see (quadratic cost).
+            cost). A tensor, (time, time) or (batch, time, time), by
+            SpeechBrain's convention (see ``chunk_mean.frames_allowed``):
+            bool True, or float -inf (additive), marks a frame that the query
+            frame may not see (quadratic cost).
 
         Returns
         -------
@@ -436,8 +466,8 @@ class PoM(nn.Module):
             sums = self.group_sums(x, real, attn_mask.chunk_size)
             return chunk_window_mean(sums, real, attn_mask), attn_mask.chunk_size
         if attn_mask is not None:
-            allowed = ~attn_mask if attn_mask.dtype == torch.bool else attn_mask == 0
-            visible = allowed.to(dtype) * (weights > 0).to(dtype)[:, None, :]
+            real = (weights > 0).to(dtype)[:, None, :]
+            visible = frames_allowed(attn_mask).to(dtype) * real
             visible = visible / visible.sum(dim=-1, keepdim=True).clamp(min=1.0)
             polynomial = self.polynomial(x)
             with torch.autocast(device_type=x.device.type, enabled=False):
@@ -446,6 +476,10 @@ class PoM(nn.Module):
 
     def select(self, x, states, frames_per_state):
         """Each frame reads its state through its gate: ``W_o (gate * state)``.
+
+        With one state per utterance the product is computed in whichever
+        order holds fewer elements for backward (``folds_state``); both give
+        the same result up to float rounding.
 
         Arguments
         ---------
@@ -463,18 +497,21 @@ class PoM(nn.Module):
         """
         length = x.shape[1]
         groups = states.shape[1]
-        if groups == 1:
-            # W_o (gate * state) = gate @ (state[:, None] * W_o^T): folding the
-            # state into W_o once avoids a (batch, time, width) product tensor.
+        if groups == 1 and folds_state(length, self.out_proj.out_features):
+            # W_o (gate * state) = gate @ (state[:, None] * W_o^T): the state
+            # folded into W_o, a (batch, width, d_model) tensor, instead of
+            # the (batch, time, width) product.
             gate = self.gate(x)
             readout = states[:, 0, :, None] * self.out_proj.weight.t()
             output = torch.bmm(gate, readout.to(gate.dtype))
             if self.out_proj.bias is not None:
                 output = output + self.out_proj.bias
             return output
-        # Pad the input (not the wider gate) to whole groups, so that a state
-        # broadcasts over its frames without being copied to each of them.
-        x = F.pad(x, (0, 0, 0, groups * frames_per_state - length))
+        padded_length = groups * frames_per_state
+        if padded_length > length:
+            # Pad the input (not the wider gate) to whole groups, so that a
+            # state broadcasts over its frames without being copied to each.
+            x = F.pad(x, (0, 0, 0, padded_length - length))
         gate = self.gate(x).unflatten(1, (groups, frames_per_state))
         mixed = (gate * states[:, :, None].to(gate.dtype)).flatten(1, 2)
         return self.out_proj(mixed)[:, :length]
@@ -507,8 +544,9 @@ class PoM(nn.Module):
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
             A ``DynChunkTrainConfig`` (``chunk_mean.CAUSAL`` for a causal
             mask): each frame sees its chunk and the config's left context;
-            linear cost. A (time, time) or (batch, time, time) tensor, True
-            where a frame may not see another: any mask, quadratic cost.
+            linear cost. A (time, time) or (batch, time, time) tensor, bool
+            True or float -inf where a frame may not see another (see
+            ``chunk_mean.frames_allowed``): any mask, quadratic cost.
         key_padding_mask : torch.Tensor, optional
             (batch, time) boolean, True on padding.
         pos_embs : torch.Tensor, optional

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from speechbrain_pom.nnet.chunk_mean import (
     StreamingMean,
     chunk_window_mean,
+    frames_allowed,
     weighted_group_sums,
 )
 
@@ -307,11 +308,7 @@ class SummaryMixing(nn.Module):
                     mean = total / real_frames.clamp(min=1)
             else:
                 frames_per_mean = 1
-                if attn_mask.dtype == torch.bool:
-                    allowed = ~attn_mask
-                else:
-                    allowed = ~torch.isneginf(attn_mask)
-                allowed = allowed.expand(batch, frames, frames)
+                allowed = frames_allowed(attn_mask).expand(batch, frames, frames)
                 if key_padding_mask is not None:
                     allowed = allowed & ~key_padding_mask.unsqueeze(1)
                 weights = allowed.to(accumulate_dtype)

@@ -43,6 +43,7 @@ from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_pom.data.validation import AUDIO_CACHE_NAME
 from speechbrain_pom.export import fill_yaml_template, folder_written_whole
 from speechbrain_pom.pretrained import (
     WeightedLayerSum,
@@ -54,8 +55,10 @@ from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_can_stream,
+    check_csv_audio,
     check_csv_files,
     check_recipe_values,
+    exit_on_refusal,
 )
 from speechbrain_pom.tokenizers import CTCTokenizer
 from speechbrain_pom.training import TimeBudgetBrain
@@ -431,35 +434,32 @@ def main():
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    try:
-        check_recipe_values(
-            flags={
-                "skip_prep": hparams["skip_prep"],
-                "skip_bad_files": hparams["skip_bad_files"],
-                "augment": hparams["augment"],
-                "freeze_bestrq": hparams["freeze_bestrq"],
-                "weighted_layers": hparams["weighted_layers"],
-                "streaming": hparams["streaming"],
-            },
-            lists={
-                "train_splits": hparams["train_splits"],
-                "dev_splits": hparams["dev_splits"],
-                "test_splits": hparams["test_splits"],
-                "test_csv": hparams["test_csv"],
-            },
-            non_negative_numbers={"max_train_minutes": hparams["max_train_minutes"]},
-            non_negative_integers={
-                "freeze_encoder_steps": hparams["freeze_encoder_steps"],
-                "reinit_top_layers": hparams["reinit_top_layers"],
-            },
-        )
-        check_sorting(hparams["sorting"])
-        check_can_stream(hparams["streaming"], hparams["mixer"])
-        test_csvs = test_set_names(hparams["test_csv"])
-        sb.utils.distributed.ddp_init_group(run_opts)
-        output_folder_lock = OutputFolderLock(hparams["output_folder"])
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    check_recipe_values(
+        flags={
+            "skip_prep": hparams["skip_prep"],
+            "skip_bad_files": hparams["skip_bad_files"],
+            "augment": hparams["augment"],
+            "freeze_bestrq": hparams["freeze_bestrq"],
+            "weighted_layers": hparams["weighted_layers"],
+            "streaming": hparams["streaming"],
+        },
+        lists={
+            "train_splits": hparams["train_splits"],
+            "dev_splits": hparams["dev_splits"],
+            "test_splits": hparams["test_splits"],
+            "test_csv": hparams["test_csv"],
+        },
+        non_negative_numbers={"max_train_minutes": hparams["max_train_minutes"]},
+        non_negative_integers={
+            "freeze_encoder_steps": hparams["freeze_encoder_steps"],
+            "reinit_top_layers": hparams["reinit_top_layers"],
+        },
+    )
+    check_sorting(hparams["sorting"])
+    check_can_stream(hparams["streaming"], hparams["mixer"])
+    test_csvs = test_set_names(hparams["test_csv"])
+    sb.utils.distributed.ddp_init_group(run_opts)
+    output_folder_lock = OutputFolderLock(hparams["output_folder"])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -494,16 +494,17 @@ def main():
             },
         )
 
-    try:
-        check_csv_files(
-            {
-                "train_csv": hparams["train_csv"],
-                "valid_csv": hparams["valid_csv"],
-                **{f"test_csv ({name})": path for name, path in test_csvs.items()},
-            }
-        )
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    csv_files = {
+        "train_csv": hparams["train_csv"],
+        "valid_csv": hparams["valid_csv"],
+        **{f"test_csv ({name})": path for name, path in test_csvs.items()},
+    }
+    check_csv_files(csv_files)
+    check_csv_audio(
+        csv_files,
+        hparams["data_folder"],
+        os.path.join(hparams["output_folder"], AUDIO_CACHE_NAME),
+    )
 
     if hparams["pt_model_path"]:
         loaded = load_bestrq_encoder(
@@ -570,4 +571,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_refusal():
+        main()

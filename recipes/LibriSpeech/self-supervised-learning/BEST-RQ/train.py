@@ -35,12 +35,15 @@ from speechbrain.lobes.models.BESTRQ import brq_mask_collate_fn
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_pom.data.validation import AUDIO_CACHE_NAME
 from speechbrain_pom.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_can_stream,
+    check_csv_audio,
     check_csv_files,
     check_recipe_values,
+    exit_on_refusal,
 )
 from speechbrain_pom.training import TimeBudgetBrain
 
@@ -512,12 +515,9 @@ def main():
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
-    try:
-        check_values(hparams)
-        sb.utils.distributed.ddp_init_group(run_opts)
-        output_folder_lock = OutputFolderLock(hparams["output_folder"])
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    check_values(hparams)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    output_folder_lock = OutputFolderLock(hparams["output_folder"])
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -543,17 +543,15 @@ def main():
             "skip_bad_files": hparams["skip_bad_files"],
         },
     )
-    try:
-        check_csv_files(
-            {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
-        )
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    csv_files = {"train_csv": hparams["train_csv"], "valid_csv": hparams["valid_csv"]}
+    check_csv_files(csv_files)
+    check_csv_audio(
+        csv_files,
+        hparams["data_folder"],
+        os.path.join(hparams["output_folder"], AUDIO_CACHE_NAME),
+    )
 
-    try:
-        train_data, valid_loader, train_loader_kwargs = dataio_prepare(hparams)
-    except RecipeValueError as error:
-        sys.exit(f"error: {error}")
+    train_data, valid_loader, train_loader_kwargs = dataio_prepare(hparams)
     brain = BestRQBrain(
         max_train_minutes=hparams["max_train_minutes"],
         modules=hparams["modules"],
@@ -579,4 +577,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_refusal():
+        main()
