@@ -70,6 +70,7 @@ from speechbrain_pom.experiments import (  # noqa: E402
     CTC_SCRIPT,
     FROZEN_ENCODER_KEY,
     PRETRAINED_FINETUNING,
+    PROBE_FINETUNING,
     QUICK_FINETUNING,
     QUICK_PRETRAINING,
     RECIPE_ENVIRONMENT,
@@ -419,6 +420,8 @@ class Driver:
         _, finetuning = VARIANTS[run.variant]
         if run.regime == "scratch":
             finetuning = SCRATCH_FINETUNING
+        elif run.regime.startswith("probe"):
+            finetuning = {**finetuning, **PROBE_FINETUNING}
         os.makedirs(run.folder, exist_ok=True)
         overrides = {
             **self.finetuning,

@@ -68,6 +68,8 @@ SMALL_FINETUNING = _SMALL_SCALE["ctc"]["finetuning"]
 # and of training from scratch.
 PRETRAINED_FINETUNING = _SMALL_SCALE["ctc"]["pretrained"]
 SCRATCH_FINETUNING = _SMALL_SCALE["ctc"]["scratch"]
+# The frozen probes' schedule, on top of PRETRAINED_FINETUNING.
+PROBE_FINETUNING = _SMALL_SCALE["ctc"]["probe"]
 # The tests' tiny model, on top of the settings above.
 QUICK_PRETRAINING = _SMALL_SCALE["bestrq"]["quick"]
 QUICK_FINETUNING = _SMALL_SCALE["ctc"]["quick"]

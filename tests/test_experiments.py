@@ -32,6 +32,7 @@ COMBINATIONS = {
         ("finetuning", "pretrained"),
         ("finetuning", "scratch"),
         ("finetuning", "scratch", "quick"),
+        ("finetuning", "pretrained", "probe"),
     ],
 }
 # The values of the recipes' !PLACEHOLDER keys.
