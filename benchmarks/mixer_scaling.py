@@ -207,6 +207,18 @@ def build_model(spec):
             wav_lens = torch.ones(x.shape[0], device=x.device)
             return [self.net.encode(x, wav_lens)]
 
+    def hypermixing():
+        """SpeechBrain's HyperMixing, its position table sized for the input
+        (SpeechBrain's Conformer builds it for 3000 frames at most)."""
+        return HyperMixing(
+            input_output_dim=d_model,
+            hypernet_size=d_ffn,
+            tied=False,
+            num_heads=nhead,
+            fix_tm_hidden_size=False,
+            max_length=spec["length"],
+        )
+
     if spec["scope"] != "mixer":
         mixer_options = {kind: options} if kind in ("pom", "summarymixing") else None
         net = MixerTransformerASR(
@@ -215,9 +227,6 @@ def build_model(spec):
             d_model=d_model,
             nhead=nhead,
             d_ffn=d_ffn,
-            # HyperMixing needs the longest length; for the other mixers it
-            # only sizes an unused decoder table, kept at SpeechBrain's default.
-            max_length=spec["length"] if kind == "hypermixing" else 2500,
             mixer=kind,
             mixer_options=mixer_options,
             num_encoder_layers=scale["layers"],
@@ -228,22 +237,16 @@ def build_model(spec):
             positional_encoding=None,
             causal=False,
         )
+        if kind == "hypermixing":
+            for layer in net.encoder.layers:
+                layer.mha_layer = hypermixing()
         model = Encoder(net)
     elif kind in ("pom", "summarymixing"):
         model = MixerAlone(build_mixer(kind, d_model, options))
     elif kind == "pom_linears":
         model = MixerAlone(PoMLinears(build_mixer("pom", d_model, options)))
     elif kind == "hypermixing":
-        model = MixerAlone(
-            HyperMixing(
-                input_output_dim=d_model,
-                hypernet_size=d_ffn,
-                tied=False,
-                num_heads=nhead,
-                fix_tm_hidden_size=False,
-                max_length=spec["length"],
-            )
-        )
+        model = MixerAlone(hypermixing())
     elif kind == "RelPosMHAXL":
         model = MixerAlone(RelPosMHAXL(d_model, nhead), RelPosEncXL(d_model))
     else:
