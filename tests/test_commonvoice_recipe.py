@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+from test_ctc_recipe import CTC_RUN_OPTIONS, CTC_TINY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE_FOLDER = os.path.join(ROOT, "recipes", "CommonVoice", "ASR", "CTC")
 
@@ -40,18 +42,8 @@ def test_commonvoice_recipe_runs_end_to_end(tiny_commonvoice, tmp_path):
         "token_type": "unigram",
         "output_neurons_ctc": 40,
         "number_of_epochs": 1,
-        "pt_model_output_dim": 32,
-        "nhead": 2,
-        "num_encoder_layers": 1,
-        "d_ffn": 64,
-        "kernel_size": 7,
-        "dnn_neurons": 32,
-        "precision": "fp32",
-        "num_workers": 0,
-        "batch_size": 4,
-        "test_batch_size": 4,
-        "augment": False,
-        "test_beam_size": 10,
+        **CTC_TINY,
+        **CTC_RUN_OPTIONS,
     }
     result = run_recipe(overrides)
     assert result.returncode == 0, result.stderr[-3000:]
