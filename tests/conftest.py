@@ -8,6 +8,8 @@ packages).
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -42,6 +44,35 @@ def load_recipe_module(relative_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_benchmark_script(script, out_dir, *options, timeout):
+    """Runs a benchmark script into ``out_dir``, asserting that it succeeds.
+
+    Arguments
+    ---------
+    script : str or pathlib.Path
+        The script.
+    out_dir : str or pathlib.Path
+        Its output folder (``--out``).
+    *options : str
+        Its other command-line options.
+    timeout : float
+        Seconds before the run is stopped (and the test fails).
+
+    Returns
+    -------
+    str
+        Its standard output.
+    """
+    completed = subprocess.run(
+        [sys.executable, str(script), "--out", str(out_dir), *options],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,10 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_benchmark_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mixer_scaling.py"
 EXPECTED_COLUMNS = [
@@ -43,14 +42,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def run_benchmark(out_dir, *options):
     """Runs the benchmark script into ``out_dir`` and returns its stdout."""
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out_dir), *options],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed.stdout
+    return run_benchmark_script(SCRIPT, out_dir, *options, timeout=300)
 
 
 def read_csv(path):
