@@ -20,7 +20,7 @@ $(INSTALLED): requirements.txt setup.py
 setup: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(PY) -m speechbrain_pom.demo --out results/demo
+	$(PY) -m tools.demo --out results/demo
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

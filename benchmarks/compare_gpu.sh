@@ -17,7 +17,7 @@ driver() {
 }
 # Generate the corpus once, before the drivers share it.
 "$python" -c "
-from speechbrain_pom.data.tiny_corpus import generate_lowresource_corpus as g
+from tools.tiny_corpus import generate_lowresource_corpus as g
 g('$work/corpus', 5.0, (5, 10, 60), 100, 150, seed=1234, num_workers=16)"
 driver --study main --results "$results/main" --jobs 10 > "$results/main.log" 2>&1 &
 driver --study sweep --results "$results/sweep" --jobs 6 --variants base fast \

@@ -55,12 +55,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from speechbrain_pom.data.tiny_corpus import (  # noqa: E402
-    UNLABELLED_SPLIT,
-    generate_lowresource_corpus,
-    labelled_split_name,
-)
-from speechbrain_pom.experiments import (  # noqa: E402
+from tools.experiments import (  # noqa: E402
     BESTRQ_DIR,
     BESTRQ_EPOCH_LOG,
     BESTRQ_SCRIPT,
@@ -83,6 +78,11 @@ from speechbrain_pom.experiments import (  # noqa: E402
     last_epoch_stats,
     mixer_overrides,
     run_recipe,
+)
+from tools.tiny_corpus import (  # noqa: E402
+    UNLABELLED_SPLIT,
+    generate_lowresource_corpus,
+    labelled_split_name,
 )
 
 COLUMNS = (

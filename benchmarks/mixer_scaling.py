@@ -96,7 +96,7 @@ CHILD_PRELOAD = (
     "torch",
     "speechbrain.nnet.attention",
     "speechbrain.nnet.hypermixing",
-    "speechbrain_pom.lobes.mixer_transformer",
+    "speechbrain_pom.lobes.models.transformer.MixerTransformerASR",
 )
 # Warm-up runs at no more than this many frames: it pays the one-off costs
 # (lazy initialisation, allocator growth) without doubling long measurements.
@@ -155,7 +155,7 @@ def build_model(spec):
     from speechbrain.nnet.attention import RelPosMHAXL, RoPEMHA
     from speechbrain.nnet.hypermixing import HyperMixing
 
-    from speechbrain_pom.lobes.mixer_transformer import (
+    from speechbrain_pom.lobes.models.transformer.MixerTransformerASR import (
         MixerTransformerASR,
         build_mixer,
     )

@@ -22,7 +22,7 @@ from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from speechbrain.utils.metric_stats import ErrorRateStats
 
-from speechbrain_pom.transcribe import load_model
+from speechbrain_pom.inference.transcribe import load_model
 
 # Name -> configuration; None is the full context.
 CONFIGS = {

@@ -19,7 +19,7 @@ from speechbrain.nnet.containers import LengthsCapableSequential
 from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.filter_analysis import stack_filter_properties
 
-from speechbrain_pom.data.tiny_corpus import generate_corpus, make_commonvoice_layout
+from tools.tiny_corpus import generate_corpus, make_commonvoice_layout
 
 RECIPES_FOLDER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes")
 TINY_CORPUS_SIZES = {"n_train": 24, "n_dev": 6, "n_test": 6}

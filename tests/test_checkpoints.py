@@ -13,7 +13,7 @@ import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
-from speechbrain_pom.checkpoints import (
+from speechbrain_pom.utils.checkpoints import (
     REPLACED_PREFIX,
     STAGING_PREFIX,
     CheckpointMismatchError,
@@ -175,7 +175,7 @@ def test_sigkill_during_save_then_resume(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, time, torch
-        from speechbrain_pom.checkpoints import SafeCheckpointer
+        from speechbrain_pom.utils.checkpoints import SafeCheckpointer
 
         def slow_save(obj, path):
             torch.save(obj.state_dict(), path)
@@ -211,7 +211,7 @@ def test_pretrained_encoder_skips_an_unreadable_best_checkpoint(tmp_path, caplog
     was broken by a crash gives the next best one, with a warning."""
     from speechbrain.processing.features import InputNormalization
 
-    from speechbrain_pom.pretrained import load_bestrq_encoder
+    from speechbrain_pom.utils.parameter_transfer import load_bestrq_encoder
 
     def modules(value):
         cnn, wrapper = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)

@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-
 from speechbrain_pom.data import validation
-from speechbrain_pom.data.validation import DataPreparationError
+
+from speechbrain_pom.dataio.validation import DataPreparationError
 
 SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 

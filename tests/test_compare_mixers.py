@@ -8,7 +8,7 @@ import sys
 
 import soundfile as sf
 
-from speechbrain_pom.data.tiny_corpus import (
+from tools.tiny_corpus import (
     MANIFEST_NAME,
     UNLABELLED_SPLIT,
     generate_lowresource_corpus,

@@ -26,8 +26,11 @@ from speechbrain.nnet.schedulers import NoamScheduler
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from speechbrain_pom.pretrained import PretrainedMismatchError, load_bestrq_encoder
-from speechbrain_pom.transcribe import main as transcribe_main
+from speechbrain_pom.inference.transcribe import main as transcribe_main
+from speechbrain_pom.utils.parameter_transfer import (
+    PretrainedMismatchError,
+    load_bestrq_encoder,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BESTRQ_FOLDER = os.path.join(
@@ -258,13 +261,64 @@ def test_inference_folder_loads_offline_and_transcribes(ctc_output, tiny_librisp
     assert isinstance(model.transcribe_file(audio_file), str)
 
 
+def test_non_editable_install_imports_transcribes_and_leaves_tools_out(
+    ctc_output, tiny_librispeech, tmp_path
+):
+    # Only what setup.py packages: no tools/, no recipes, no editable link.
+    source = tmp_path / "source"
+    shutil.copytree(
+        os.path.join(ROOT, "speechbrain_pom"),
+        source / "speechbrain_pom",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source)
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+        + ["--no-build-isolation", "--target", str(site), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    shutil.rmtree(source)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c"]
+        + [
+            "import importlib.util, speechbrain_pom.nnet.pom as pom; "
+            "print(pom.__file__); print(importlib.util.find_spec('tools'))"
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert where.returncode == 0, where.stderr[-2000:]
+    module_file, tools_spec = where.stdout.split()
+    assert module_file.startswith(str(site)) and tools_spec == "None"
+    audio_file = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
+    transcribed = subprocess.run(
+        [sys.executable, "-m", "speechbrain_pom.inference.transcribe"]
+        + ["--model", os.path.join(ctc_output, "model"), audio_file],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert transcribed.returncode == 0, transcribed.stderr[-2000:]
+    assert transcribed.stdout.startswith(f"{audio_file}\t")
+
+
 def test_transcribe_cli_reports_unreadable_files(
     ctc_output, tiny_librispeech, tmp_path
 ):
     good = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
     missing = str(tmp_path / "missing.flac")
     result = subprocess.run(
-        [sys.executable, "-m", "speechbrain_pom.transcribe"]
+        [sys.executable, "-m", "speechbrain_pom.inference.transcribe"]
         + ["--model", os.path.join(ctc_output, "model"), good, missing],
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""Tests of speechbrain_pom/data/validation.py: audio decoding and its cache,
+"""Tests of speechbrain_pom/dataio/validation.py: audio decoding and its cache,
 UTF-8 text reading and the corpus walk through symlinks."""
 
 import json
@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
 from speechbrain_pom.data import validation
-from speechbrain_pom.data.validation import (
+
+from speechbrain_pom.dataio.validation import (
     DataPreparationError,
     check_audio_files,
     find_files,

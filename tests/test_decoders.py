@@ -1,10 +1,10 @@
-"""Tests for speechbrain_pom.decoders (streaming greedy CTC decoding)."""
+"""Tests for speechbrain_pom.decoders.ctc (streaming greedy CTC decoding)."""
 
 import pytest
 import torch
 from speechbrain.decoders import ctc_greedy_decode
 
-from speechbrain_pom.decoders import (
+from speechbrain_pom.decoders.ctc import (
     CTCGreedyStreamingContext,
     ctc_greedy_decode_streaming,
 )

@@ -1,4 +1,4 @@
-"""Tests for speechbrain_pom.lobes.mixer_transformer (mixer-selectable Conformer)."""
+"""Tests for MixerTransformerASR, the mixer-selectable Conformer."""
 
 from collections import deque
 
@@ -13,16 +13,16 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from speechbrain_pom.lobes.mixer_transformer import (
+from speechbrain_pom.lobes.models.transformer.MixerTransformerASR import (
     MIXERS,
     PACKAGE_MIXERS,
     SPEECHBRAIN_MIXERS,
     MixerTransformerASR,
     build_mixer,
 )
-from speechbrain_pom.nnet.chunk_mean import CAUSAL
 from speechbrain_pom.nnet.pom import PoM
 from speechbrain_pom.nnet.summary_mixing import SummaryMixing
+from speechbrain_pom.utils.dynamic_chunk_mean import CAUSAL
 
 INPUT_SIZE = 20
 SETTINGS = dict(

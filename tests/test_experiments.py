@@ -6,7 +6,7 @@ import pytest
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_pom.experiments import (
+from tools.experiments import (
     BESTRQ_DIR,
     CTC_DIR,
     as_arguments,

@@ -14,8 +14,8 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import speechbrain_pom.nnet.pom as pom_module
-from speechbrain_pom.nnet.chunk_mean import CAUSAL
 from speechbrain_pom.nnet.pom import PoM
+from speechbrain_pom.utils.dynamic_chunk_mean import CAUSAL
 
 D_MODEL = 8
 FORMULATIONS = ["A", "C"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from speechbrain_pom.recipe_checks import (
+from speechbrain_pom.utils.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_csv_audio,
@@ -164,7 +164,7 @@ def test_lock_of_a_killed_run_is_free_again(tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from speechbrain_pom.recipe_checks import OutputFolderLock\n"
+            "from speechbrain_pom.utils.recipe_checks import OutputFolderLock\n"
             f"lock = OutputFolderLock({str(tmp_path)!r})\n"
             "print('locked', flush=True)\n"
             "time.sleep(600)\n",

@@ -22,7 +22,7 @@ from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.seed import seed_everything
 
-from speechbrain_pom.pretrained import load_bestrq_encoder
+from speechbrain_pom.utils.parameter_transfer import load_bestrq_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT_FILES = {
@@ -30,7 +30,10 @@ PROJECT_FILES = {
     "hparams/bestrq_mha.yaml",
     "ctc": "recipes/LibriSpeech/ASR/CTC/hparams/ctc_bestrq_mha.yaml",
 }
-MIXER_CLASS = "!new:speechbrain_pom.lobes.mixer_transformer.MixerTransformerASR"
+MIXER_CLASS = (
+    "!new:speechbrain_pom.lobes.models.transformer.MixerTransformerASR."
+    "MixerTransformerASR"
+)
 # SpeechBrain's keys that the project's yaml holds otherwise, and why. The
 # README's "Differences from SpeechBrain's BEST-RQ recipe" table says the same.
 MIXER_LINES = {

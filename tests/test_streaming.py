@@ -5,13 +5,15 @@ import torch
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
-from speechbrain_pom.decoders import (
+from speechbrain_pom.decoders.ctc import (
     CTCGreedyStreamingContext,
     ctc_greedy_decode_streaming,
 )
-from speechbrain_pom.lobes.mixer_transformer import MixerTransformerASR
-from speechbrain_pom.streaming import StreamingEncoder
-from speechbrain_pom.streaming_frontend import StreamingFrontEnd
+from speechbrain_pom.inference.streaming_encoder import StreamingEncoder
+from speechbrain_pom.lobes.models.transformer.MixerTransformerASR import (
+    MixerTransformerASR,
+)
+from speechbrain_pom.lobes.streaming_features import StreamingFrontEnd
 
 
 def tiny_encoder(mixer):

@@ -1,9 +1,9 @@
-"""Tests for speechbrain_pom.streaming_frontend (exact streaming front-end)."""
+"""Tests for speechbrain_pom.lobes.streaming_features (exact streaming front-end)."""
 
 import pytest
 import torch
 
-from speechbrain_pom.streaming_frontend import StreamingFrontEnd
+from speechbrain_pom.lobes.streaming_features import StreamingFrontEnd
 
 
 @pytest.mark.parametrize(

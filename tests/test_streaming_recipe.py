@@ -27,8 +27,8 @@ from test_ctc_recipe import (
     skip_prep_overrides,
 )
 
-from speechbrain_pom.transcribe import load_model
-from speechbrain_pom.transcribe import main as transcribe_main
+from speechbrain_pom.inference.transcribe import load_model
+from speechbrain_pom.inference.transcribe import main as transcribe_main
 
 STREAMING = {"streaming": True}
 

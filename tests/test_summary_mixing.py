@@ -10,8 +10,8 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from speechbrain_pom.nnet.chunk_mean import CAUSAL
 from speechbrain_pom.nnet.summary_mixing import SummaryMixing
+from speechbrain_pom.utils.dynamic_chunk_mean import CAUSAL
 
 D_MODEL = 16
 MODES = ["SummaryMixing", "SummaryMixing-lite"]

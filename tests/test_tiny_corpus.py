@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from speechbrain.dataio.dataio import read_audio
 
-from speechbrain_pom.data.tiny_corpus import (
+from tools.tiny_corpus import (
     MANIFEST_NAME,
     SPLITS,
     generate_corpus,

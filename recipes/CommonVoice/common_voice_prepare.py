@@ -38,7 +38,7 @@ import logging
 import os
 import unicodedata
 
-from speechbrain_pom.data.validation import (
+from speechbrain_pom.dataio.validation import (
     AUDIO_CACHE_NAME,
     MIN_DURATION,
     DataPreparationError,
@@ -172,7 +172,7 @@ def prepare_common_voice(
         checks nothing.
     min_duration : float
         Clips shorter than this (seconds) are unusable; the default, 0.25 s,
-        is explained in ``speechbrain_pom.data.validation.MIN_DURATION``.
+        is explained in ``speechbrain_pom.dataio.validation.MIN_DURATION``.
 
     Returns
     -------

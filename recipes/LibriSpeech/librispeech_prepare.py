@@ -33,7 +33,7 @@ import logging
 import os
 import unicodedata
 
-from speechbrain_pom.data.validation import (
+from speechbrain_pom.dataio.validation import (
     AUDIO_CACHE_NAME,
     MIN_DURATION,
     DataPreparationError,
@@ -109,7 +109,7 @@ def prepare_librispeech(
         checks nothing.
     min_duration : float
         Audio shorter than this (seconds) is a problem; the default, 0.25 s,
-        is explained in ``speechbrain_pom.data.validation.MIN_DURATION``.
+        is explained in ``speechbrain_pom.dataio.validation.MIN_DURATION``.
 
     Returns
     -------

@@ -17,14 +17,16 @@ Authors
 * speechbrain-pom contributors 2026
 """
 
+from __future__ import annotations
+
 import functools
 
 import torch
 import torch.nn.functional as F
-from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch import nn
 
-from speechbrain_pom.nnet.chunk_mean import (
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from speechbrain_pom.utils.dynamic_chunk_mean import (
     StreamingMean,
     chunk_window_mean,
     frames_allowed,
@@ -118,7 +120,9 @@ def project_and_expand(x, expansion, weight, bias, *params):
     """
     z = F.linear(x, weight, bias)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return expansion(z.to(torch.promote_types(z.dtype, torch.float32)), *params)
+        return expansion(
+            z.to(torch.promote_types(z.dtype, torch.float32)), *params
+        )
 
 
 def time_tiles(frames, group, tile_size):
@@ -202,7 +206,9 @@ class _FusedGroupSums(torch.autograd.Function):
             with torch.enable_grad(), torch.autocast(**ctx.autocast):
                 poly = project_and_expand(x_tile, ctx.expansion, *params)
             # d(sum_t w_t P_t over group g) / dP_t = w_t * grad_sums[g]
-            group_of_frame = torch.arange(start, stop, device=x.device) // ctx.group
+            group_of_frame = (
+                torch.arange(start, stop, device=x.device) // ctx.group
+            )
             grad_poly = weights[:, start:stop, None] * grad_sums.index_select(
                 1, group_of_frame
             )
@@ -210,7 +216,7 @@ class _FusedGroupSums(torch.autograd.Function):
                 poly, [x_tile, *params], grad_poly.to(poly.dtype)
             )
             grad_x[:, start:stop] = grad_tile
-            for total, grad in zip(grad_params, grads, strict=True):
+            for total, grad in zip(grad_params, grads):
                 total += grad
         return (grad_x, None, None, None, None, *grad_params)
 
@@ -241,7 +247,9 @@ def frame_weights(key_padding_mask, batch, length, dtype, device):
     tensor([[0.5000, 0.5000, 0.0000]])
     """
     if key_padding_mask is None:
-        return torch.full((batch, length), 1.0 / length, dtype=dtype, device=device)
+        return torch.full(
+            (batch, length), 1.0 / length, dtype=dtype, device=device
+        )
     real = (~key_padding_mask).to(dtype)
     return real / real.sum(dim=1, keepdim=True).clamp(min=1.0)
 
@@ -288,7 +296,7 @@ class PoM(nn.Module):
     frame), ``select`` reads them back.
 
     Cost with padding only (``attn_mask=None``) and with chunked or causal
-    training (``attn_mask`` a ``DynChunkTrainConfig``, see ``chunk_mean``):
+    training (``attn_mask`` a ``DynChunkTrainConfig``, see ``dynamic_chunk_mean``):
     O(N * state width) time and memory, no N x N tensor; the polynomial's sums
     are accumulated tile by tile (``fused=True``) so that neither the forward
     nor the backward pass holds the whole polynomial. With a tensor
@@ -394,7 +402,23 @@ class PoM(nn.Module):
         return expand_powers, (self.coefficients,)
 
     def polynomial(self, x):
-        """Materialises the polynomial of the frames ``x`` (plain path)."""
+        """Materialises the polynomial of the frames (the plain path).
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Frames (batch, time, d_model).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time, width).
+
+        Example
+        -------
+        >>> PoM(16, degree=3, expand=1).polynomial(torch.rand(2, 10, 16)).shape
+        torch.Size([2, 10, 48])
+        """
         expansion, params = self.expansion()
         projection = self.expand_proj
         return project_and_expand(
@@ -417,6 +441,13 @@ class PoM(nn.Module):
         -------
         torch.Tensor
             (batch, ceil(time / group), width), float32 or wider.
+
+        Example
+        -------
+        >>> mixer = PoM(16, degree=2, expand=1)
+        >>> x, weights = torch.rand(2, 10, 16), torch.ones(2, 10)
+        >>> mixer.group_sums(x, weights, group=4).shape
+        torch.Size([2, 3, 32])
         """
         if not self.fused:
             return weighted_group_sums(weights, self.polynomial(x), group)
@@ -445,7 +476,7 @@ class PoM(nn.Module):
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
             A config: frames see their chunk and its left context (linear
             cost). A tensor, (time, time) or (batch, time, time), by
-            SpeechBrain's convention (see ``chunk_mean.frames_allowed``):
+            SpeechBrain's convention (see ``dynamic_chunk_mean.frames_allowed``):
             bool True, or float -inf (additive), marks a frame that the query
             frame may not see (quadratic cost).
 
@@ -457,14 +488,29 @@ class PoM(nn.Module):
         frames_per_state : int
             Consecutive frames that share a state (the last state may serve
             fewer).
+
+        Example
+        -------
+        >>> mixer = PoM(16, degree=2, expand=1)
+        >>> x = torch.rand(2, 10, 16)
+        >>> states, frames_per_state = mixer.aggregate(x)
+        >>> states.shape, frames_per_state
+        (torch.Size([2, 1, 32]), 10)
+        >>> chunks = DynChunkTrainConfig(chunk_size=4, left_context_size=None)
+        >>> states, frames_per_state = mixer.aggregate(x, attn_mask=chunks)
+        >>> states.shape, frames_per_state
+        (torch.Size([2, 3, 32]), 4)
         """
         batch, length, _ = x.shape
         dtype = torch.promote_types(x.dtype, torch.float32)
-        weights = frame_weights(key_padding_mask, batch, length, dtype, x.device)
+        weights = frame_weights(
+            key_padding_mask, batch, length, dtype, x.device
+        )
         if isinstance(attn_mask, DynChunkTrainConfig):
             real = (weights > 0).to(dtype)
             sums = self.group_sums(x, real, attn_mask.chunk_size)
-            return chunk_window_mean(sums, real, attn_mask), attn_mask.chunk_size
+            states = chunk_window_mean(sums, real, attn_mask)
+            return states, attn_mask.chunk_size
         if attn_mask is not None:
             real = (weights > 0).to(dtype)[:, None, :]
             visible = frames_allowed(attn_mask).to(dtype) * real
@@ -494,6 +540,13 @@ class PoM(nn.Module):
         -------
         torch.Tensor
             (batch, time, d_model).
+
+        Example
+        -------
+        >>> mixer = PoM(16, degree=2, expand=1)
+        >>> x = torch.rand(2, 10, 16)
+        >>> mixer.select(x, *mixer.aggregate(x)).shape
+        torch.Size([2, 10, 16])
         """
         length = x.shape[1]
         groups = states.shape[1]
@@ -517,7 +570,23 @@ class PoM(nn.Module):
         return self.out_proj(mixed)[:, :length]
 
     def gate(self, x):
-        """The per-frame selection gate, (batch, time, width)."""
+        """The per-frame selection gate.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Frames (batch, time, d_model).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time, width), in (0, 1).
+
+        Example
+        -------
+        >>> PoM(16, degree=2, expand=1).gate(torch.rand(2, 10, 16)).shape
+        torch.Size([2, 10, 32])
+        """
         logits = self.gate_proj(x)
         if self.formulation == "A":
             return torch.sigmoid(logits)
@@ -542,11 +611,11 @@ class PoM(nn.Module):
         key, value : torch.Tensor, optional
             Unused: PoM mixes a sequence with itself (SpeechBrain passes x, x, x).
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
-            A ``DynChunkTrainConfig`` (``chunk_mean.CAUSAL`` for a causal
+            A ``DynChunkTrainConfig`` (``dynamic_chunk_mean.CAUSAL`` for a causal
             mask): each frame sees its chunk and the config's left context;
             linear cost. A (time, time) or (batch, time, time) tensor, bool
             True or float -inf where a frame may not see another (see
-            ``chunk_mean.frames_allowed``): any mask, quadratic cost.
+            ``dynamic_chunk_mean.frames_allowed``): any mask, quadratic cost.
         key_padding_mask : torch.Tensor, optional
             (batch, time) boolean, True on padding.
         pos_embs : torch.Tensor, optional
@@ -566,7 +635,9 @@ class PoM(nn.Module):
             # would otherwise reach the real frames (0 * nan = nan), in the
             # state and in the gradients of the projections.
             query = query.masked_fill(key_padding_mask[..., None], 0.0)
-        states, frames_per_state = self.aggregate(query, key_padding_mask, attn_mask)
+        states, frames_per_state = self.aggregate(
+            query, key_padding_mask, attn_mask
+        )
         return self.dropout(self.select(query, states, frames_per_state)), None
 
     def make_streaming_context(self, left_chunks):

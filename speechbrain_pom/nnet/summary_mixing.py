@@ -13,12 +13,14 @@ Authors
  * speechbrain-pom contributors
 """
 
+from __future__ import annotations
+
 import torch
-from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from torch import nn
 from torch.nn import functional as F
 
-from speechbrain_pom.nnet.chunk_mean import (
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from speechbrain_pom.utils.dynamic_chunk_mean import (
     StreamingMean,
     chunk_window_mean,
     frames_allowed,
@@ -49,7 +51,7 @@ class SummaryMixing(nn.Module):
     Cost: O(T) time and memory with no ``attn_mask`` (with or without
     ``key_padding_mask``) and with a ``DynChunkTrainConfig`` as ``attn_mask``
     (chunked or causal training: one summary per chunk, over the chunk and its
-    left context, see ``chunk_mean``). With a tensor ``attn_mask`` (any mask)
+    left context, see ``dynamic_chunk_mean``). With a tensor ``attn_mask`` (any mask)
     every frame gets its own summary over the frames it may see, computed
     with a (B, T, T) matrix product: O(T^2) time and memory.
     ``forward_streaming`` processes one chunk at a time in constant memory.
@@ -105,7 +107,9 @@ class SummaryMixing(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.local_hidden = d_model if local_hidden is None else local_hidden
-        self.summary_hidden = d_model if summary_hidden is None else summary_hidden
+        self.summary_hidden = (
+            d_model if summary_hidden is None else summary_hidden
+        )
 
         self.summary_transform = nn.Linear(d_model, self.summary_hidden)
         if mode == "SummaryMixing":
@@ -143,7 +147,7 @@ class SummaryMixing(nn.Module):
         value : torch.Tensor
             Ignored.
         attn_mask : torch.Tensor or DynChunkTrainConfig, optional
-            A ``DynChunkTrainConfig`` (``chunk_mean.CAUSAL`` for a causal
+            A ``DynChunkTrainConfig`` (``dynamic_chunk_mean.CAUSAL`` for a causal
             mask): each frame summarises its chunk and the config's left
             context; O(T). A (T, T) or (B, T, T) tensor saying which frames
             each query frame may summarise: either bool, True = not allowed
@@ -208,7 +212,9 @@ class SummaryMixing(nn.Module):
         if summary_part.shape[1] == 1:
             summary_part = summary_part.expand(-1, frames, -1)
         else:
-            summary_part = summary_part.repeat_interleave(frames_per_mean, dim=1)
+            summary_part = summary_part.repeat_interleave(
+                frames_per_mean, dim=1
+            )
         combined = local_part + summary_part[:, :frames]
         return self.dropout(self.activation(combined))
 
@@ -251,7 +257,9 @@ class SummaryMixing(nn.Module):
         """
         summary = self.activation(self.summary_transform(x))
         with torch.autocast(device_type=x.device.type, enabled=False):
-            chunk_sum = summary.to(torch.promote_types(summary.dtype, torch.float32))
+            chunk_sum = summary.to(
+                torch.promote_types(summary.dtype, torch.float32)
+            )
             chunk_sum = chunk_sum.sum(dim=1)
         summary_mean = context.update(chunk_sum, x.shape[1]).to(summary.dtype)
         return self._combine(x, summary_mean[:, None], x.shape[1])
@@ -295,24 +303,33 @@ class SummaryMixing(nn.Module):
                     real = (~key_padding_mask).to(accumulate_dtype)
                 size = attn_mask.chunk_size
                 sums = weighted_group_sums(real, summary_acc, size)
-                mean, frames_per_mean = chunk_window_mean(sums, real, attn_mask), size
+                mean, frames_per_mean = (
+                    chunk_window_mean(sums, real, attn_mask),
+                    size,
+                )
             elif attn_mask is None:
                 frames_per_mean = frames
                 if key_padding_mask is None:
                     mean = summary_acc.mean(dim=1, keepdim=True)
                 else:
-                    real_frames = (~key_padding_mask).sum(dim=1).view(batch, 1, 1)
+                    real_frames = (
+                        (~key_padding_mask).sum(dim=1).view(batch, 1, 1)
+                    )
                     # Padded frames are already zero, so the plain sum is the
                     # sum over real frames.
                     total = summary_acc.sum(dim=1, keepdim=True)
                     mean = total / real_frames.clamp(min=1)
             else:
                 frames_per_mean = 1
-                allowed = frames_allowed(attn_mask).expand(batch, frames, frames)
+                allowed = frames_allowed(attn_mask).expand(
+                    batch, frames, frames
+                )
                 if key_padding_mask is not None:
                     allowed = allowed & ~key_padding_mask.unsqueeze(1)
                 weights = allowed.to(accumulate_dtype)
                 # A frame that may see nothing gets a zero summary, not a nan.
-                weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1)
+                weights = weights / weights.sum(dim=-1, keepdim=True).clamp(
+                    min=1
+                )
                 mean = torch.bmm(weights, summary_acc)
         return mean.to(summary.dtype), frames_per_mean

@@ -43,15 +43,18 @@ from speechbrain.decoders.ctc import CTCBeamSearcher
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_pom.data.validation import AUDIO_CACHE_NAME
-from speechbrain_pom.export import fill_yaml_template, folder_written_whole
-from speechbrain_pom.pretrained import (
+from speechbrain_pom.dataio.ctc_tokenizer import CTCTokenizer
+from speechbrain_pom.dataio.validation import AUDIO_CACHE_NAME
+from speechbrain_pom.inference.export import fill_yaml_template, folder_written_whole
+from speechbrain_pom.lobes.models.weighted_layers import (
     WeightedLayerSum,
-    load_bestrq_encoder,
     output_hidden_states,
+)
+from speechbrain_pom.utils.parameter_transfer import (
+    load_bestrq_encoder,
     reinitialise_top_layers,
 )
-from speechbrain_pom.recipe_checks import (
+from speechbrain_pom.utils.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_can_stream,
@@ -60,8 +63,7 @@ from speechbrain_pom.recipe_checks import (
     check_recipe_values,
     exit_on_refusal,
 )
-from speechbrain_pom.tokenizers import CTCTokenizer
-from speechbrain_pom.training import TimeBudgetBrain
+from speechbrain_pom.utils.time_budget import TimeBudgetBrain
 
 logger = get_logger(__name__)
 
@@ -81,7 +83,7 @@ class CTCBrain(TimeBudgetBrain):
 
     Arguments
     ---------
-    tokenizer : speechbrain_pom.tokenizers.CTCTokenizer
+    tokenizer : speechbrain_pom.dataio.ctc_tokenizer.CTCTokenizer
         Turns the predicted token ids into text.
     test_searcher : speechbrain.decoders.ctc.CTCBeamSearcher
         The beam search used on the test sets.
@@ -267,7 +269,7 @@ def check_sorting(sorting):
     >>> check_sorting("longest")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    speechbrain_pom.recipe_checks.RecipeValueError: sorting is 'longest': ...
+    speechbrain_pom.utils.recipe_checks.RecipeValueError: sorting is 'longest': ...
     """
     if sorting not in SORTINGS:
         raise RecipeValueError(
@@ -317,7 +319,7 @@ def dataio_prepare(hparams, test_csvs, tokenizer):
         ``shuffle: False`` when sorted.
     test_csvs : dict
         ``{test set name: csv file}``.
-    tokenizer : speechbrain_pom.tokenizers.CTCTokenizer
+    tokenizer : speechbrain_pom.dataio.ctc_tokenizer.CTCTokenizer
         Encodes the transcripts.
 
     Returns
@@ -407,7 +409,7 @@ def export_inference_folder(inference_folder, hparams, tokenizer):
     hparams : dict
         The recipe's hyperparameters: its modules and the values of
         ``INFERENCE_SETTINGS``.
-    tokenizer : speechbrain_pom.tokenizers.CTCTokenizer
+    tokenizer : speechbrain_pom.dataio.ctc_tokenizer.CTCTokenizer
         The tokenizer used in training.
     """
     model = torch.nn.ModuleList(

@@ -35,8 +35,8 @@ from speechbrain.lobes.models.BESTRQ import brq_mask_collate_fn
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_pom.data.validation import AUDIO_CACHE_NAME
-from speechbrain_pom.recipe_checks import (
+from speechbrain_pom.dataio.validation import AUDIO_CACHE_NAME
+from speechbrain_pom.utils.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
     check_can_stream,
@@ -45,7 +45,7 @@ from speechbrain_pom.recipe_checks import (
     check_recipe_values,
     exit_on_refusal,
 )
-from speechbrain_pom.training import TimeBudgetBrain
+from speechbrain_pom.utils.time_budget import TimeBudgetBrain
 
 logger = get_logger(__name__)
 

@@ -20,7 +20,7 @@ mono FLAC audio and UPPERCASE transcripts (letters, apostrophes and spaces).
 Command line (the defaults are shown; ``--workers N`` sets the number of
 processes and ``--commonvoice`` also writes ``<out>/CommonVoice/en``)::
 
-    python -m speechbrain_pom.data.tiny_corpus --out DIR \\
+    python -m tools.tiny_corpus --out DIR \\
         --train 1500 --dev 100 --test 150 --seed 1234
 
 ``--unlabelled-hours H`` writes the low-resource layout of

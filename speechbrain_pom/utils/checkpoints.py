@@ -34,7 +34,7 @@ from speechbrain.utils.checkpoints import (
 from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_pom.state_dicts import compare_state_dicts, describe_mismatch
+from speechbrain_pom.utils.state_dicts import compare_state_dicts, describe_mismatch
 
 logger = get_logger(__name__)
 
@@ -83,7 +83,7 @@ class SafeCheckpointer(Checkpointer):
     >>> other.recover_if_possible()
     Traceback (most recent call last):
     ...
-    speechbrain_pom.checkpoints.CheckpointMismatchError: the checkpoint ...
+    speechbrain_pom.utils.checkpoints.CheckpointMismatchError: the checkpoint ...
     """
 
     def __init__(self, *args, **kwargs):

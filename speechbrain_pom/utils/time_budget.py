@@ -25,6 +25,15 @@ class TimeBudgetBrain(sb.Brain):
         The budget; 0 or None means none.
     **kwargs : dict
         Forwarded to ``speechbrain.Brain``.
+
+    Example
+    -------
+    >>> brain = TimeBudgetBrain(
+    ...     max_train_minutes=30, modules={"model": torch.nn.Linear(2, 2)}
+    ... )
+    >>> brain.on_fit_start()
+    >>> brain.minutes_trained() < 30, brain._optimizer_step_limit_exceeded
+    (True, False)
     """
 
     def __init__(self, max_train_minutes=0, **kwargs):

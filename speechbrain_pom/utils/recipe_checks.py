@@ -20,13 +20,13 @@ import sys
 
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from speechbrain_pom.checkpoints import CheckpointMismatchError
-from speechbrain_pom.data.validation import (
+from speechbrain_pom.dataio.validation import (
     check_audio_files,
     group_by_reason,
     list_some,
 )
-from speechbrain_pom.pretrained import PretrainedMismatchError
+from speechbrain_pom.utils.checkpoints import CheckpointMismatchError
+from speechbrain_pom.utils.parameter_transfer import PretrainedMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def check_recipe_values(
     >>> check_recipe_values(flags={"skip_bad_files": "no"})
     Traceback (most recent call last):
     ...
-    speechbrain_pom.recipe_checks.RecipeValueError: skip_bad_files is 'no': ...
+    speechbrain_pom.utils.recipe_checks.RecipeValueError: skip_bad_files is 'no': ...
     """
     problems = []
     for name, value in (flags or {}).items():
@@ -144,7 +144,7 @@ def check_can_stream(streaming, mixer):
     >>> check_can_stream(True, "hypermixing")
     Traceback (most recent call last):
     ...
-    speechbrain_pom.recipe_checks.RecipeValueError: streaming is True but ...
+    speechbrain_pom.utils.recipe_checks.RecipeValueError: streaming is True but ...
     """
     if streaming and mixer in MIXERS_WITHOUT_STREAMING:
         raise RecipeValueError(

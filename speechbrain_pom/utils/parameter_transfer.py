@@ -1,6 +1,5 @@
 """Strict loading of pre-trained weights (a BEST-RQ encoder for fine-tuning,
-an inference folder's model), the re-initialisation of top layers and a
-learned weighted sum of the encoder's layers.
+an inference folder's model) and the re-initialisation of top layers.
 
 SpeechBrain's ``Pretrainer`` only warns about parameters that do not match; a
 fine-tuning run started from the wrong checkpoint would then silently train
@@ -14,12 +13,11 @@ Authors
 import os
 
 import torch
-import torch.nn.functional as F
 from speechbrain.utils.checkpoints import METAFNAME
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_pom.checkpoints import SafeCheckpointer
-from speechbrain_pom.state_dicts import compare_state_dicts, describe_mismatch
+from speechbrain_pom.utils.checkpoints import SafeCheckpointer
+from speechbrain_pom.utils.state_dicts import compare_state_dicts, describe_mismatch
 
 logger = get_logger(__name__)
 
@@ -123,7 +121,7 @@ def strict_parameter_transfer(module, path):
     >>> strict_parameter_transfer(torch.nn.Linear(2, 4), path)
     Traceback (most recent call last):
     ...
-    speechbrain_pom.pretrained.PretrainedMismatchError: ... 2 shape mismatches: ...
+    speechbrain_pom...PretrainedMismatchError: ... 2 shape mismatches: ...
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected, wrong_shapes = compare_state_dicts(module.state_dict(), state)
@@ -155,7 +153,9 @@ def reinitialise_top_layers(wrapper, count):
     Example
     -------
     >>> from speechbrain.lobes.models.transformer.TransformerASR import EncoderWrapper
-    >>> from speechbrain_pom.lobes.mixer_transformer import MixerTransformerASR
+    >>> from speechbrain_pom.lobes.models.transformer.MixerTransformerASR import (
+    ...     MixerTransformerASR,
+    ... )
     >>> wrapper = EncoderWrapper(MixerTransformerASR(
     ...     tgt_vocab=1, input_size=16, d_model=16, nhead=2, d_ffn=32,
     ...     num_encoder_layers=2, num_decoder_layers=0,
@@ -248,68 +248,3 @@ def load_bestrq_encoder(pt_model_path, cnn, wrapper, normalize):
         )
     normalize._load_statistics_dict(statistics)
     return folder
-
-
-def output_hidden_states(wrapper):
-    """Makes an encoder return ``(output, hidden_states)``: the input of its
-    first layer and the output of every layer, as SpeechBrain's
-    ``TransformerASR`` does with ``output_hidden_states``.
-
-    Arguments
-    ---------
-    wrapper : speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper
-        The encoder; changed in place (its weights are not).
-
-    Returns
-    -------
-    int
-        The number of hidden states: layers + 1.
-    """
-    transformer = wrapper.transformer
-    transformer.output_hidden_states = True
-    transformer.encoder.output_hidden_states = True
-    return len(transformer.encoder.layers) + 1
-
-
-class WeightedLayerSum(torch.nn.Module):
-    """A learned softmax-weighted sum of an encoder's hidden states, as
-    SpeechBrain's ``WeightedSSLModel`` (the MP3S benchmark) reads an SSL
-    model: the weights start equal (zeros before the softmax).
-
-    Arguments
-    ---------
-    num_layers : int
-        The number of hidden states summed (layers + 1).
-
-    Example
-    -------
-    >>> layer_sum = WeightedLayerSum(3)
-    >>> hidden = [torch.full((2, 5, 4), float(value)) for value in (0, 3, 6)]
-    >>> layer_sum(hidden)[0, 0, 0].item()
-    3.0
-    """
-
-    def __init__(self, num_layers):
-        super().__init__()
-        self.weights = torch.nn.Parameter(torch.zeros(num_layers))
-
-    def forward(self, hidden_states):
-        """The weighted sum.
-
-        Arguments
-        ---------
-        hidden_states : list of torch.Tensor
-            ``num_layers`` tensors of the same shape.
-
-        Returns
-        -------
-        torch.Tensor
-            The sum, of that shape.
-        """
-        if len(hidden_states) != len(self.weights):
-            raise ValueError(
-                f"{len(hidden_states)} hidden states for {len(self.weights)} "
-                "layer weights"
-            )
-        weights = F.softmax(self.weights, dim=-1)
-        return sum(w * h for w, h in zip(weights, hidden_states, strict=True))

@@ -5,7 +5,7 @@ write any csv file, and report problems with the names of the offending files.
 This module holds the error class and the helpers both of them use: decoding
 every audio file once (with a cache), reading UTF-8 text, checking transcripts
 against an alphabet, walking a corpus safely through symlinks, and writing csv
-files atomically. ``python -m speechbrain_pom.data.validation <folder>`` decodes
+files atomically. ``python -m speechbrain_pom.dataio.validation <folder>`` decodes
 every audio file of a folder and says how long it took.
 
 Authors
@@ -521,7 +521,7 @@ def write_csv(rows, csv_file, fieldnames=CSV_FIELDS):
 def main(argv=None):
     """Decodes every audio file of a folder and reports problems and speed.
 
-    ``python -m speechbrain_pom.data.validation <folder> [--suffix .flac]``
+    ``python -m speechbrain_pom.dataio.validation <folder> [--suffix .flac]``
     prints how many files and hours of audio were decoded, how long it took
     (no cache) and which files have a problem.
 

@@ -20,7 +20,7 @@ are those of the PoM rows of
 for other mixers and seeds, except for the chunks (``--no-streaming``
 fine-tunes without them, as there).
 
-Usage: python -m speechbrain_pom.demo --out results/demo
+Usage: python -m tools.demo --out results/demo
 
 Authors
 * speechbrain-pom contributors 2026
@@ -33,12 +33,7 @@ import subprocess
 import sys
 import time
 
-from speechbrain_pom.data.tiny_corpus import (
-    UNLABELLED_SPLIT,
-    generate_lowresource_corpus,
-    labelled_split_name,
-)
-from speechbrain_pom.experiments import (
+from tools.experiments import (
     BESTRQ_DIR,
     BESTRQ_SCRIPT,
     CTC_DIR,
@@ -49,6 +44,11 @@ from speechbrain_pom.experiments import (
     SMALL_PRETRAINING,
     error_rate,
     run_recipe,
+)
+from tools.tiny_corpus import (
+    UNLABELLED_SPLIT,
+    generate_lowresource_corpus,
+    labelled_split_name,
 )
 
 LABELLED_MINUTES = (5, 10, 60)
@@ -156,7 +156,7 @@ def main(argv=None):
     )[0]
 
     def transcribe(*options):
-        command = [sys.executable, "-m", "speechbrain_pom.transcribe"]
+        command = [sys.executable, "-m", "speechbrain_pom.inference.transcribe"]
         command += ["--model", os.path.join(out, "model"), *options, test_file]
         print("$ python " + " ".join(command[1:]), flush=True)
         result = subprocess.run(command, capture_output=True, text=True, check=True)

@@ -1,8 +1,8 @@
 """Transcribes audio files with a model exported by the CTC recipes.
 
 Usage:
-    python -m speechbrain_pom.transcribe --model FOLDER FILE [FILE ...]
-    python -m speechbrain_pom.transcribe --model FOLDER --streaming \
+    python -m speechbrain_pom.inference.transcribe --model FOLDER FILE [FILE ...]
+    python -m speechbrain_pom.inference.transcribe --model FOLDER --streaming \
         --chunk-size C --left-chunks L|none FILE [FILE ...]
 
 Prints ``FILE<TAB>TRANSCRIPT`` per file on stdout. With ``--streaming`` the
@@ -45,14 +45,14 @@ from speechbrain.tokenizers.SentencePiece import SentencePieceDecoderStreamingCo
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from speechbrain.utils.filter_analysis import stack_filter_properties
 
-from speechbrain_pom.decoders import (
+from speechbrain_pom.dataio.ctc_tokenizer import decode_tokens_streaming
+from speechbrain_pom.decoders.ctc import (
     CTCGreedyStreamingContext,
     ctc_greedy_decode_streaming,
 )
-from speechbrain_pom.pretrained import PretrainedMismatchError
-from speechbrain_pom.streaming import StreamingEncoder
-from speechbrain_pom.streaming_frontend import StreamingFrontEnd
-from speechbrain_pom.tokenizers import decode_tokens_streaming
+from speechbrain_pom.inference.streaming_encoder import StreamingEncoder
+from speechbrain_pom.lobes.streaming_features import StreamingFrontEnd
+from speechbrain_pom.utils.parameter_transfer import PretrainedMismatchError
 
 REQUIRED_FILES = ("hyperparams.yaml", "model.ckpt", "normalize.ckpt", "tokenizer.ckpt")
 # Keys of hyperparams.yaml without which EncoderASR would load nothing (no
@@ -243,7 +243,7 @@ def make_streaming_encoder(model, dynchunktrain_config):
 
     Returns
     -------
-    speechbrain_pom.streaming.StreamingEncoder
+    speechbrain_pom.inference.streaming_encoder.StreamingEncoder
     """
     hparams = model.hparams
     frontend = StreamingFrontEnd(

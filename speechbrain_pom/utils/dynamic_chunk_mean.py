@@ -22,6 +22,7 @@ from collections import deque
 
 import torch
 import torch.nn.functional as F
+
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 # A causal mask lets frame t see frames 0..t: chunks of one frame, whole past.

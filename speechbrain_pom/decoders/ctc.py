@@ -11,6 +11,8 @@ Authors
 * speechbrain-pom contributors 2026
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +23,17 @@ NO_LABEL = -1
 
 @dataclass
 class CTCGreedyStreamingContext:
-    """What greedy CTC decoding carries from one chunk of a stream to the next."""
+    """What greedy CTC decoding carries from one chunk of a stream to the next.
+
+    Example
+    -------
+    >>> context = CTCGreedyStreamingContext()
+    >>> probabilities = torch.tensor([[[0.1, 0.9], [0.8, 0.2]]]).log()
+    >>> ctc_greedy_decode_streaming(probabilities, context, blank_id=0)
+    [[1]]
+    >>> context.last_labels
+    tensor([0])
+    """
 
     last_labels: torch.Tensor | None = None
     """(batch,) best label of the last frame decoded so far; None before the
@@ -70,4 +82,4 @@ def ctc_greedy_decode_streaming(probabilities, context, blank_id=-1):
     before = torch.cat([previous[:, None], labels[:, :-1]], dim=1)
     kept = (labels != before) & (labels != blank_id)
     context.last_labels = labels[:, -1]
-    return [row[keep].tolist() for row, keep in zip(labels, kept, strict=True)]
+    return [row[keep].tolist() for row, keep in zip(labels, kept)]

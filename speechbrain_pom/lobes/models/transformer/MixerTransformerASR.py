@@ -30,9 +30,9 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 )
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
-from speechbrain_pom.nnet.chunk_mean import CAUSAL, StreamingMean
 from speechbrain_pom.nnet.pom import PoM
 from speechbrain_pom.nnet.summary_mixing import SummaryMixing
+from speechbrain_pom.utils.dynamic_chunk_mean import CAUSAL, StreamingMean
 
 # Mixers that SpeechBrain builds itself, by its own ``attention_type``.
 SPEECHBRAIN_MIXERS = ("RelPosMHAXL", "RoPEMHA", "hypermixing")
@@ -274,7 +274,7 @@ class MixerTransformerASR(TransformerASR):
         """Encoder forward pass, optionally chunked (Dynamic Chunk Training).
 
         For this package's mixers no (time, time) mask is built: the
-        ``DynChunkTrainConfig`` itself (``chunk_mean.CAUSAL`` for a causal
+        ``DynChunkTrainConfig`` itself (``dynamic_chunk_mean.CAUSAL`` for a causal
         model) goes to every layer in the ``src_mask`` slot, which
         SpeechBrain's ``ConformerEncoder`` and ``ConformerEncoderLayer`` pass
         to ``mha_layer(attn_mask=...)`` untouched; the mixers recognise it and

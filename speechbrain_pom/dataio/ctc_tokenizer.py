@@ -19,7 +19,7 @@ from speechbrain.tokenizers.SentencePiece import (
     spm_decode_preserve_leading_space,
 )
 
-from speechbrain_pom.export import yaml_tag
+from speechbrain_pom.inference.export import yaml_tag
 
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 # SpeechBrain's Pretrainer fetches each loadable as <name>.ckpt.

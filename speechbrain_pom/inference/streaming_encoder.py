@@ -19,12 +19,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from speechbrain_pom.streaming_frontend import FrontEndStreamingContext
+from speechbrain_pom.lobes.streaming_features import FrontEndStreamingContext
 
 
 @dataclass
 class StreamingEncoderContext:
-    """What a stream keeps between its audio pieces."""
+    """What a stream keeps between its audio pieces.
+
+    Example
+    -------
+    >>> from speechbrain_pom.lobes.streaming_features import (
+    ...     FrontEndStreamingContext,
+    ... )
+    >>> context = StreamingEncoderContext(FrontEndStreamingContext(), None)
+    >>> context.pending is None
+    True
+    """
 
     frontend: FrontEndStreamingContext
     """The front-end's audio."""
@@ -41,9 +51,9 @@ class StreamingEncoder(nn.Module):
 
     Arguments
     ---------
-    frontend : speechbrain_pom.streaming_frontend.StreamingFrontEnd
+    frontend : speechbrain_pom.lobes.streaming_features.StreamingFrontEnd
         The front-end (features, normalisation, CNN) of the model.
-    transformer : speechbrain_pom.lobes.mixer_transformer.MixerTransformerASR
+    transformer : MixerTransformerASR
         The encoder (``EncoderWrapper.transformer`` in the recipes).
     dynchunktrain_config : DynChunkTrainConfig
         Chunk size (encoder frames) and left context (chunks, None for all
@@ -53,8 +63,10 @@ class StreamingEncoder(nn.Module):
     -------
     >>> from speechbrain.lobes.features import Fbank
     >>> from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
-    >>> from speechbrain_pom.lobes.mixer_transformer import MixerTransformerASR
-    >>> from speechbrain_pom.streaming_frontend import StreamingFrontEnd
+    >>> from speechbrain_pom.lobes.models.transformer.MixerTransformerASR import (
+    ...     MixerTransformerASR,
+    ... )
+    >>> from speechbrain_pom.lobes.streaming_features import StreamingFrontEnd
     >>> fbank = Fbank(n_mels=20)
     >>> frontend = StreamingFrontEnd(fbank, fbank.get_filter_properties())
     >>> net = MixerTransformerASR(
