@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_broadcast, if_main_process, run_on_main
 
 from speechbrain_pom.dataio.validation import (
     check_audio_files,
@@ -250,8 +250,9 @@ class OutputFolderLock:
 
     The lock is an ``flock`` on ``<folder>/.recipe.lock``: the kernel drops it
     when the process ends, however it ends (kill -9 included), so a killed run
-    never leaves the folder locked. Under DDP only the main process locks. On
-    a file system without locks the folder is left unlocked, with a warning.
+    never leaves the folder locked. Under DDP the main process locks, and
+    every rank refuses when it cannot. On a file system without locks the
+    folder is left unlocked, with a warning.
 
     Arguments
     ---------
@@ -275,8 +276,15 @@ class OutputFolderLock:
 
     def __init__(self, folder):
         self.file = None
-        if not if_main_process():
-            return
+        refusal = self._lock(folder) if if_main_process() else None
+        # Every rank stops on the main rank's refusal: a rank that went on
+        # would wait forever for the others at SpeechBrain's next barrier.
+        refusal = ddp_broadcast(refusal)
+        if refusal is not None:
+            raise RecipeValueError(refusal)
+
+    def _lock(self, folder):
+        """Takes the lock; returns why it cannot be taken, or None."""
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, LOCK_FILE)
         lock_file = open(path, "a+", encoding="utf-8")
@@ -290,21 +298,22 @@ class OutputFolderLock:
                     "no other run writes there."
                 )
                 lock_file.close()
-                return
+                return None
             if not isinstance(error, BlockingIOError):
                 raise
             lock_file.seek(0)
             holder = lock_file.read().strip() or "unknown"
             lock_file.close()
-            raise RecipeValueError(
+            return (
                 f"{os.path.abspath(folder)} is the output folder of a run that "
                 f"is still going (process {holder}); wait for it to end or "
                 "choose another --output_folder"
-            ) from None
+            )
         lock_file.truncate(0)
         lock_file.write(str(os.getpid()))
         lock_file.flush()
         self.file = lock_file
+        return None
 
     def release(self):
         """Releases the lock (also released when the process ends)."""
