@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import torch
 from speechbrain.decoders import ctc_greedy_decode
-from speechbrain.inference.ASR import StreamingASR
+from speechbrain.inference.ASR import EncoderASR, StreamingASR
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from test_ctc_recipe import (
     BESTRQ_FOLDER,
@@ -204,6 +204,40 @@ def test_streamed_transcript_equals_offline_chunked_transcript(
     )
     assert exit_code == 0
     assert capsys.readouterr().out == f"{recorded_audio_file}\t{expected}\n"
+
+
+def hub_copy(folder, hparams_file, destination):
+    """What ``from_hparams`` fetches from a model hub: the yaml file it is
+    given, then the files of its pretrainer's ``paths``; nothing else."""
+    os.makedirs(destination)
+    for name in (hparams_file, "model.ckpt", "normalize.ckpt", "tokenizer.ckpt"):
+        shutil.copy(os.path.join(folder, name), destination)
+    return str(destination)
+
+
+def test_each_yaml_of_the_folder_loads_without_the_others(
+    streaming_ctc, tiny_librispeech, tmp_path
+):
+    folder = os.path.join(streaming_ctc, "model")
+    audio_file = sorted(glob.glob(f"{tiny_librispeech}/test-clean/*/*/*.flac"))[0]
+    offline_source = hub_copy(folder, "hyperparams.yaml", tmp_path / "offline")
+    offline = EncoderASR.from_hparams(
+        source=offline_source, savedir=str(tmp_path / "offline_saved")
+    )
+    assert isinstance(offline.transcribe_file(audio_file), str)
+    streaming_source = hub_copy(
+        folder, "streaming_hyperparams.yaml", tmp_path / "streaming"
+    )
+    streaming = StreamingASR.from_hparams(
+        source=streaming_source,
+        savedir=str(tmp_path / "streaming_saved"),
+        hparams_file="streaming_hyperparams.yaml",
+    )
+    config = DynChunkTrainConfig(8, None)
+    transcript = streaming.transcribe_file(
+        audio_file, config, use_torchaudio_streaming=False
+    )
+    assert isinstance(transcript, str)
 
 
 def test_streaming_asr_loads_the_folder_and_transcribes(

@@ -81,8 +81,7 @@ def fill_yaml_template(template_file, values):
     rate: 16000
     layer: !new:torch.nn.Identity
     """
-    yaml = YAML()
-    yaml.indent(mapping=4, sequence=4, offset=2)
+    yaml = _round_trip_yaml()
     with open(template_file, encoding="utf-8") as fin:
         document = yaml.load(fin)
     filled = set()
@@ -94,6 +93,57 @@ def fill_yaml_template(template_file, values):
     stream = io.StringIO()
     yaml.dump(document, stream)
     return stream.getvalue()
+
+
+def _round_trip_yaml():
+    """A ruamel loader and dumper that keeps tags and comments."""
+    yaml = YAML()
+    yaml.indent(mapping=4, sequence=4, offset=2)
+    return yaml
+
+
+def extend_yaml(base_text, extension_file):
+    """One standalone yaml: ``base_text`` without the keys that
+    ``extension_file`` defines, followed by that file as it is.
+
+    A model hub serves each yaml file on its own (``from_hparams`` fetches
+    only the file it is given), so a yaml that ``!include``-s another cannot
+    be shared; this writes the other's keys out instead.
+
+    Arguments
+    ---------
+    base_text : str
+        The yaml extended, such as a filled ``fill_yaml_template``.
+    extension_file : str
+        Yaml whose top-level keys replace the base's or are added; its
+        ``!ref`` may name any key of the base.
+
+    Returns
+    -------
+    str
+        The standalone yaml.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> extension = os.path.join(tempfile.mkdtemp(), "extension.yaml")
+    >>> with open(extension, "w") as fout:
+    ...     _ = fout.write("decoding: streaming\\nsource: !ref <rate>\\n")
+    >>> print(extend_yaml("rate: 16000\\ndecoding: offline\\n", extension), end="")
+    rate: 16000
+    <BLANKLINE>
+    decoding: streaming
+    source: !ref <rate>
+    """
+    yaml = _round_trip_yaml()
+    document = yaml.load(base_text)
+    with open(extension_file, encoding="utf-8") as fin:
+        extension_text = fin.read()
+    for key in yaml.load(extension_text):
+        document.pop(key, None)
+    stream = io.StringIO()
+    yaml.dump(document, stream)
+    return stream.getvalue() + "\n" + extension_text
 
 
 @contextlib.contextmanager

@@ -33,7 +33,6 @@ Authors
 """
 
 import os
-import shutil
 import sys
 
 import speechbrain as sb
@@ -49,11 +48,16 @@ from speechbrain.utils.logger import get_logger
 
 from speechbrain_pom.dataio.ctc_tokenizer import CTCTokenizer
 from speechbrain_pom.dataio.validation import AUDIO_CACHE_NAME
-from speechbrain_pom.inference.export import fill_yaml_template, folder_written_whole
+from speechbrain_pom.inference.export import (
+    extend_yaml,
+    fill_yaml_template,
+    folder_written_whole,
+)
 from speechbrain_pom.lobes.models.weighted_layers import (
     WeightedLayerSum,
     output_hidden_states,
 )
+from speechbrain_pom.processing.features import normalize_finite
 from speechbrain_pom.utils.parameter_transfer import (
     load_bestrq_encoder,
     reinitialise_top_layers,
@@ -74,9 +78,10 @@ logger = get_logger(__name__)
 RECIPE_FOLDER = os.path.dirname(os.path.abspath(__file__))
 # The inference folder's hyperparams.yaml, with !PLACEHOLDER values.
 INFERENCE_TEMPLATE = os.path.join(RECIPE_FOLDER, "inference", "hyperparams.yaml")
-# The inference folder's yaml for StreamingASR, copied as is (it includes
-# hyperparams.yaml).
-INFERENCE_STREAMING_YAML = "streaming_hyperparams.yaml"
+# The inference folder's yaml for StreamingASR, written standalone from
+# hyperparams.yaml and the keys of this template that differ from it.
+STREAMING_YAML = "streaming_hyperparams.yaml"
+INFERENCE_STREAMING_TEMPLATE = os.path.join(RECIPE_FOLDER, "inference", STREAMING_YAML)
 SORTINGS = ("ascending", "descending", "random")
 
 
@@ -110,7 +115,7 @@ class CTCBrain(TimeBudgetBrain):
         feats = self.hparams.compute_features(wavs)
         # Without an epoch, as SpeechBrain's CTC recipe: the statistics keep
         # being updated in training.
-        feats = self.modules.normalize(feats, wav_lens)
+        feats = normalize_finite(self.modules.normalize, feats, wav_lens, batch.id)
         # Dynamic Chunk Training: a chunk size and left context drawn per
         # batch (the sampler's valid_config and test_config outside training).
         dynchunktrain_config = (
@@ -402,8 +407,9 @@ def export_inference_folder(inference_folder, hparams, tokenizer):
     chunk by chunk.
 
     It holds ``hyperparams.yaml`` (``inference/hyperparams.yaml`` filled in:
-    it builds the recipe's modules itself), ``streaming_hyperparams.yaml`` (a
-    copy of ``inference/streaming_hyperparams.yaml``), ``model.ckpt``
+    it builds the recipe's modules itself), ``streaming_hyperparams.yaml``
+    (standalone too: ``hyperparams.yaml`` extended by
+    ``inference/streaming_hyperparams.yaml``), ``model.ckpt``
     (``[CNN, enc, back_end_ffn, ctc_lin]``), ``normalize.ckpt`` and
     ``tokenizer.ckpt``; files refer to each other by name, so the folder can
     be moved. It is written beside and swapped in whole.
@@ -422,18 +428,15 @@ def export_inference_folder(inference_folder, hparams, tokenizer):
         [hparams[name] for name in ("CNN", "enc", "back_end_ffn", "ctc_lin")]
     )
     with folder_written_whole(inference_folder) as folder:
-        shutil.copyfile(
-            os.path.join(RECIPE_FOLDER, "inference", INFERENCE_STREAMING_YAML),
-            os.path.join(folder, INFERENCE_STREAMING_YAML),
-        )
         torch.save(model.state_dict(), os.path.join(folder, "model.ckpt"))
         hparams["normalize"]._save(os.path.join(folder, "normalize.ckpt"))
         values = {name: hparams[name] for name in INFERENCE_SETTINGS}
         values["tokenizer"] = tokenizer.save(folder)
-        with open(
-            os.path.join(folder, "hyperparams.yaml"), "w", encoding="utf-8"
-        ) as fout:
-            fout.write(fill_yaml_template(INFERENCE_TEMPLATE, values))
+        offline = fill_yaml_template(INFERENCE_TEMPLATE, values)
+        streaming = extend_yaml(offline, INFERENCE_STREAMING_TEMPLATE)
+        for name, text in (("hyperparams.yaml", offline), (STREAMING_YAML, streaming)):
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as fout:
+                fout.write(text)
     logger.info(f"Inference folder written to {os.path.abspath(inference_folder)}")
 
 

@@ -36,6 +36,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_pom.dataio.validation import AUDIO_CACHE_NAME
+from speechbrain_pom.processing.features import normalize_finite
 from speechbrain_pom.utils.recipe_checks import (
     OutputFolderLock,
     RecipeValueError,
@@ -83,8 +84,12 @@ class BestRQBrain(TimeBudgetBrain):
         )
         wavs, wav_lens, mask = (tensor.to(self.device) for tensor in batch)
         feats = self.hparams.compute_features(wavs)
-        feats = self.modules.normalize(
-            feats, wav_lens, epoch=self.hparams.epoch_counter.current
+        # SpeechBrain's collate carries no utterance IDs: the warning counts them.
+        feats = normalize_finite(
+            self.modules.normalize,
+            feats,
+            wav_lens,
+            epoch=self.hparams.epoch_counter.current,
         )
         augmentation = getattr(self.hparams, "augmentation", None)
         if stage == sb.Stage.TRAIN and augmentation is not None:
