@@ -206,12 +206,17 @@ class _FusedGroupSums(torch.autograd.Function):
             with torch.enable_grad(), torch.autocast(**ctx.autocast):
                 poly = project_and_expand(x_tile, ctx.expansion, *params)
             # d(sum_t w_t P_t over group g) / dP_t = w_t * grad_sums[g]
-            group_of_frame = (
-                torch.arange(start, stop, device=x.device) // ctx.group
-            )
-            grad_poly = weights[:, start:stop, None] * grad_sums.index_select(
-                1, group_of_frame
-            )
+            first = start // ctx.group
+            if (stop - 1) // ctx.group == first:
+                # The tile lies in one group (always, offline): broadcast its
+                # gradient rather than copy it to every frame.
+                grad_frames = grad_sums[:, first, None]
+            else:
+                group_of_frame = (
+                    torch.arange(start, stop, device=x.device) // ctx.group
+                )
+                grad_frames = grad_sums.index_select(1, group_of_frame)
+            grad_poly = weights[:, start:stop, None] * grad_frames
             grad_tile, *grads = torch.autograd.grad(
                 poly, [x_tile, *params], grad_poly.to(poly.dtype)
             )
