@@ -16,8 +16,6 @@ from speechbrain_pom.utils.checkpoints import SafeCheckpointer
 from speechbrain_pom.utils.recipe_checks import OutputFolderLock, exit_on_refusal
 from speechbrain_pom.utils.time_budget import TimeBudgetBrain
 
-RANK = int(os.environ["RANK"])
-
 
 def report(folder, **seen):
     with open(os.path.join(folder, f"rank{RANK}.json"), "w") as fout:
@@ -83,6 +81,7 @@ def recovery_chosen_on_main(folder):
 
 
 if __name__ == "__main__":
+    RANK = int(os.environ["RANK"])
     case, folder = sys.argv[1:]
     ddp_init_group({"distributed_backend": "gloo", "device": "cpu"})
     {

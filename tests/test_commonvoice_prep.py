@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from speechbrain_pom.data import validation
 
+from speechbrain_pom.dataio import validation
 from speechbrain_pom.dataio.validation import DataPreparationError
 
 SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}

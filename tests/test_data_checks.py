@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from speechbrain_pom.data import validation
 
+from speechbrain_pom.dataio import validation
 from speechbrain_pom.dataio.validation import (
     DataPreparationError,
     check_audio_files,

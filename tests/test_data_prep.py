@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from speechbrain.dataio.dataio import read_audio
 from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain_pom.data import validation
 
+from speechbrain_pom.dataio import validation
 from speechbrain_pom.dataio.validation import DataPreparationError
 
 SPLITS = ("train-clean-100", "dev-clean", "test-clean")
