@@ -41,8 +41,7 @@ memory delta and raw memory, mixer / reference), ``machine.json``,
 Usage
 -----
     python benchmarks/train_lengths.py --quick --out /tmp/train-lengths
-    python benchmarks/train_lengths.py --out benchmarks/results/cpu-2threads/train \\
-        --max-seconds 120 --mem-budget-gib 16
+    bash benchmarks/train_lengths_cpu.sh  # the README's table, 2 CPU cores
     python benchmarks/train_lengths.py --device cuda --autocast bfloat16 \\
         --out benchmarks/results/<card>/train-lengths
 """
