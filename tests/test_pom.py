@@ -258,6 +258,49 @@ def test_fused_equals_naive(formulation, degree, masked):
 
 
 @pytest.mark.parametrize("formulation", FORMULATIONS)
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_polynomial_vjp_equals_autograd(formulation, degree, per_frame):
+    """The hand-written backward of each expansion, against autograd."""
+    batch, frames = 2, 7
+    mixer = make_mixer(formulation, degree=degree).double()
+    expansion, params = mixer.expansion()
+    params = [p.detach().requires_grad_() for p in params]
+    state_width = mixer.expand_proj.out_features
+    # Projected values on both sides of every kink and bound of the activations.
+    z = 4 * torch.randn(batch, frames, state_width, dtype=torch.float64)
+    activations = expansion.activation(z).requires_grad_()
+    weights = torch.rand(batch, frames, 1, dtype=torch.float64)
+    grad = torch.randn(batch, frames if per_frame else 1, state_width).double()
+    # The plain polynomial is the expansion's.
+    torch.testing.assert_close(
+        polynomial_of_activations(formulation, degree, activations, *params),
+        expansion.expand(z, *params),
+    )
+    _, vjp_autograd = torch.autograd.functional.vjp(
+        lambda a, *p: polynomial_of_activations(formulation, degree, a, *p),
+        (activations, *params),
+        weights * grad.expand(batch, frames, state_width),
+    )
+    grad_activations, grad_params = expansion.vjp(
+        activations.detach(), weights, grad, *params
+    )
+    torch.testing.assert_close(grad_activations, vjp_autograd[0])
+    assert len(grad_params) == len(params) == (formulation == "C")
+    for mine, reference in zip(grad_params, vjp_autograd[1:], strict=True):
+        torch.testing.assert_close(mine, reference)
+
+
+def polynomial_of_activations(formulation, degree, activations, *params):
+    """The polynomial from activated frames, written out plainly."""
+    if formulation == "A":
+        chunks = activations.chunk(degree, dim=-1)
+        return torch.cat([math.prod(chunks[: m + 1]) for m in range(degree)], dim=-1)
+    (coefficients,) = params
+    return sum(coefficients[:, m] * activations ** (m + 1) for m in range(degree))
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("masked", [False, True])
 def test_fused_gradcheck(formulation, masked):
     mixer = make_mixer(formulation, degree=3, expand=1, fused=True, tile_size=2)
@@ -521,14 +564,21 @@ def test_fused_path_never_holds_the_whole_polynomial():
     with recorder:
         out, _ = mixer(x, x, x)
         out.sum().backward()
-    # The monomials are joined into the polynomial by one cat per tile.
+    # The activations (and their gradients) exist a tile at a time.
+    activations = [shape for op, shape in recorder.outputs if "gelu" in op]
+    gelu_ops = {op for op, _ in recorder.outputs if "gelu" in op}
+    assert gelu_ops == {"aten.gelu.default", "aten.gelu_backward.default"}
+    assert all(shape[1] <= tile for shape in activations)
+    # Every whole-length tensor of the polynomial's width is the gate's.
     width = mixer.expand_proj.out_features
-    polynomials = [
-        shape
+    whole = {
+        op.split(".")[1]
         for op, shape in recorder.outputs
-        if "cat" in op and len(shape) == 3 and shape[-1] == width
-    ]
-    assert polynomials and all(shape[1] <= tile for shape in polynomials)
+        if width in shape and frames in shape
+    }
+    assert "sigmoid_backward" in whole
+    gate_ops = {"detach", "view", "sigmoid", "sigmoid_backward", "transpose", "bmm"}
+    assert whole <= gate_ops
 
 
 def saved_elements(mixer, x, pad):

@@ -20,6 +20,7 @@ Authors
 from __future__ import annotations
 
 import functools
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,10 @@ FORMULATIONS = ("A", "C")
 
 
 def expand_products(z, degree):
-    """Formulation A: cumulative products of ``degree`` GELU-activated chunks.
+    """Formulation A: running products of ``degree`` GELU-activated chunks.
+
+    Without autograd (inference, the fused path's forward) the products
+    overwrite the activations in place: no copy of the polynomial is made.
 
     Arguments
     ---------
@@ -56,13 +60,88 @@ def expand_products(z, degree):
     >>> expand_products(torch.rand(2, 5, 12), degree=3).shape
     torch.Size([2, 5, 12])
     """
-    chunks = F.gelu(z).chunk(degree, dim=-1)
+    activations = F.gelu(z)
+    chunks = activations.chunk(degree, dim=-1)
+    if not (torch.is_grad_enabled() and activations.requires_grad):
+        for lower, chunk in zip(chunks, chunks[1:]):
+            chunk.mul_(lower)
+        return activations
     # Running products, not torch.cumprod: its backward (flips, cumulative
     # sums, a division and a check for zeros) costs more than the products.
     monomials = [chunks[0]]
     for chunk in chunks[1:]:
         monomials.append(monomials[-1] * chunk)
     return torch.cat(monomials, dim=-1)
+
+
+def products_vjp(activations, weights, grad, degree):
+    """Backward of ``expand_products`` after its GELU, for weighted sums.
+
+    The gradient reaching the polynomial of frame t is ``weights_t * grad_t``
+    (a state's gradient, shared by its frames); it is never formed. With
+    ``g_1..g_k`` the chunks, the gradient of ``g_j`` is
+    ``weights * (g_1 ... g_{j-1}) * r_j``, where ``r_k = grad_k`` and
+    ``r_j = grad_j + g_{j+1} r_{j+1}``.
+
+    Arguments
+    ---------
+    activations : torch.Tensor
+        GELU of the projected frames, shape (batch, time, degree * width).
+    weights : torch.Tensor
+        Weight of each frame, shape (batch, time, 1).
+    grad : torch.Tensor
+        Gradient of the weighted sums, (batch, 1 or time, degree * width).
+    degree : int
+        Number of chunks.
+
+    Returns
+    -------
+    grad_activations : torch.Tensor
+        Same shape as ``activations``.
+    grad_params : tuple
+        Empty: the products have no parameters.
+
+    Example
+    -------
+    >>> g, weights = torch.rand(2, 5, 12), torch.rand(2, 5, 1)
+    >>> products_vjp(g, weights, torch.rand(2, 1, 12), degree=3)[0].shape
+    torch.Size([2, 5, 12])
+    """
+    chunks = activations.chunk(degree, dim=-1)
+    grads = grad.chunk(degree, dim=-1)
+    grad_activations = torch.empty_like(activations)
+    slots = grad_activations.chunk(degree, dim=-1)
+    suffix = grads[-1]
+    for j in range(degree - 2, -1, -1):
+        suffix = torch.addcmul(grads[j], chunks[j + 1], suffix, out=slots[j])
+    prefix = weights
+    for j in range(degree - 1):
+        slots[j].mul_(prefix)
+        prefix = prefix * chunks[j]
+    torch.mul(prefix, grads[-1], out=slots[-1])
+    return grad_activations, ()
+
+
+def bounded_activation(z):
+    """Formulation C's activation: a leaky ReLU clamped to [-0.1, 6].
+
+    Arguments
+    ---------
+    z : torch.Tensor
+        Projected frames.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape.
+
+    Example
+    -------
+    >>> bounded_activation(torch.tensor([-100.0, -1.0, 2.0, 100.0]))
+    tensor([-0.1000, -0.0100,  2.0000,  6.0000])
+    """
+    # The clamp bounds h^k, which keeps low-precision training stable.
+    return torch.clamp(F.leaky_relu(z, 0.01), -0.1, 6.0)
 
 
 def expand_powers(z, coefficients):
@@ -85,13 +164,58 @@ def expand_powers(z, coefficients):
     >>> expand_powers(torch.rand(2, 5, 8), torch.rand(8, 3)).shape
     torch.Size([2, 5, 8])
     """
-    # The clamp bounds h^k, which keeps low-precision training stable.
-    h = torch.clamp(F.leaky_relu(z, 0.01), -0.1, 6.0)
+    h = bounded_activation(z)
     # Horner's scheme: one running tensor instead of one per power.
     series = coefficients[:, -1]
     for m in range(coefficients.shape[1] - 2, -1, -1):
         series = coefficients[:, m] + h * series
     return h * series
+
+
+def powers_vjp(h, weights, grad, coefficients):
+    """Backward of ``expand_powers`` after its activation, for weighted sums.
+
+    As ``products_vjp``: the polynomial of frame t receives
+    ``weights_t * grad_t``.
+
+    Arguments
+    ---------
+    h : torch.Tensor
+        Activated frames, shape (batch, time, width).
+    weights : torch.Tensor
+        Weight of each frame, shape (batch, time, 1).
+    grad : torch.Tensor
+        Gradient of the weighted sums, (batch, 1 or time, width).
+    coefficients : torch.Tensor
+        (width, degree), as in ``expand_powers``.
+
+    Returns
+    -------
+    grad_h : torch.Tensor
+        Same shape as ``h``.
+    grad_params : tuple
+        The gradient of ``coefficients``.
+
+    Example
+    -------
+    >>> h, weights = torch.rand(2, 5, 8), torch.rand(2, 5, 1)
+    >>> grad_h, (grad_c,) = powers_vjp(h, weights, torch.rand(2, 1, 8), torch.rand(8, 3))
+    >>> grad_h.shape, grad_c.shape
+    (torch.Size([2, 5, 8]), torch.Size([8, 3]))
+    """
+    degree = coefficients.shape[1]
+    weighted = weights * grad
+    # The derivative of the series, sum_m m c_m h^(m-1), by Horner's scheme.
+    slope = degree * coefficients[:, -1]
+    for m in range(degree - 1, 0, -1):
+        slope = m * coefficients[:, m - 1] + h * slope
+    power = h
+    grad_coefficients = []
+    for m in range(degree):
+        if m:
+            power = power * h
+        grad_coefficients.append((weighted * power).sum(dim=(0, 1)))
+    return weighted * slope, (torch.stack(grad_coefficients, dim=1),)
 
 
 def project_and_expand(x, expansion, weight, bias, *params):
@@ -166,13 +290,29 @@ def time_tiles(frames, group, tile_size):
             yield start, min(start + step, group_stop)
 
 
+class Expansion(NamedTuple):
+    """A formulation's polynomial, with what the fused path needs of it.
+
+    ``expand(z, *params)`` maps projected frames to their polynomial;
+    ``activation(z)`` is its first step and ``vjp(activations, weights,
+    grad, *params)`` (``products_vjp``, ``powers_vjp``) the backward of the
+    rest, for weighted sums of the polynomial.
+    """
+
+    expand: Callable
+    activation: Callable
+    vjp: Callable
+
+
 class _FusedGroupSums(torch.autograd.Function):
     """``weighted_group_sums`` of ``project_and_expand(x, ...)``, tile by tile.
 
     Neither the projected frames nor their polynomial are held whole or kept
     by autograd: only ``x`` (which the gate's projection keeps anyway), the
-    weights and the parameters are saved, and the backward pass recomputes
-    each tile and differentiates it right away.
+    weights and the parameters are saved. The backward pass recomputes each
+    tile's activations, differentiates the polynomial by hand (its gradient,
+    a state's gradient times each frame's weight, is never formed) and
+    leaves the activation and the projection to autograd.
     """
 
     @staticmethod
@@ -186,7 +326,9 @@ class _FusedGroupSums(torch.autograd.Function):
         }
         sums = None
         for start, stop in time_tiles(x.shape[1], group, tile_size):
-            poly = project_and_expand(x[:, start:stop], expansion, *params)
+            poly = project_and_expand(
+                x[:, start:stop], expansion.expand, *params
+            )
             tile_sums = weighted_group_sums(weights[:, start:stop], poly, group)
             if sums is None:
                 groups = -(-x.shape[1] // group)
@@ -201,32 +343,38 @@ class _FusedGroupSums(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_sums):
-        x, weights, *params = ctx.saved_tensors
+        x, weights, weight, bias, *params = ctx.saved_tensors
         # Autograd drops the gradients of inputs that do not need them.
-        params = [p.detach().requires_grad_() for p in params]
+        weight, bias = (p.detach().requires_grad_() for p in (weight, bias))
         grad_x = torch.empty_like(x)
-        grad_params = [torch.zeros_like(p) for p in params]
+        grad_params = [torch.zeros_like(p) for p in (weight, bias, *params)]
         for start, stop in time_tiles(x.shape[1], ctx.group, ctx.tile_size):
             x_tile = x[:, start:stop].detach().requires_grad_()
             with torch.enable_grad(), torch.autocast(**ctx.autocast):
-                poly = project_and_expand(x_tile, ctx.expansion, *params)
-            # d(sum_t w_t P_t over group g) / dP_t = w_t * grad_sums[g]
+                activations = project_and_expand(
+                    x_tile, ctx.expansion.activation, weight, bias
+                )
             first = start // ctx.group
             if (stop - 1) // ctx.group == first:
-                # The tile lies in one group (always, offline): broadcast its
-                # gradient rather than copy it to every frame.
+                # The tile lies in one group (always, offline): its
+                # gradient broadcasts over the tile.
                 grad_frames = grad_sums[:, first, None]
             else:
                 group_of_frame = (
                     torch.arange(start, stop, device=x.device) // ctx.group
                 )
                 grad_frames = grad_sums.index_select(1, group_of_frame)
-            grad_poly = weights[:, start:stop, None] * grad_frames
-            grad_tile, *grads = torch.autograd.grad(
-                poly, [x_tile, *params], grad_poly.to(poly.dtype)
+            grad_activations, grads = ctx.expansion.vjp(
+                activations.detach(),
+                weights[:, start:stop, None],
+                grad_frames,
+                *params,
+            )
+            grad_tile, *projection_grads = torch.autograd.grad(
+                activations, [x_tile, weight, bias], grad_activations
             )
             grad_x[:, start:stop] = grad_tile
-            for total, grad in zip(grad_params, grads):
+            for total, grad in zip(grad_params, [*projection_grads, *grads]):
                 total += grad
         return (grad_x, None, None, None, None, *grad_params)
 
@@ -402,14 +550,20 @@ class PoM(nn.Module):
 
         Returns
         -------
-        expansion : callable
-            ``expansion(z, *params)`` maps projected frames to their polynomial.
+        expansion : Expansion
+            The polynomial and its backward.
         params : tuple
             The learned tensors the expansion takes.
         """
         if self.formulation == "A":
-            return functools.partial(expand_products, degree=self.degree), ()
-        return expand_powers, (self.coefficients,)
+            products = Expansion(
+                functools.partial(expand_products, degree=self.degree),
+                F.gelu,
+                functools.partial(products_vjp, degree=self.degree),
+            )
+            return products, ()
+        powers = Expansion(expand_powers, bounded_activation, powers_vjp)
+        return powers, (self.coefficients,)
 
     def polynomial(self, x):
         """Materialises the polynomial of the frames (the plain path).
@@ -432,7 +586,7 @@ class PoM(nn.Module):
         expansion, params = self.expansion()
         projection = self.expand_proj
         return project_and_expand(
-            x, expansion, projection.weight, projection.bias, *params
+            x, expansion.expand, projection.weight, projection.bias, *params
         )
 
     def group_sums(self, x, weights, group):
