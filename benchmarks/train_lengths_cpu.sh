@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds benchmarks/results/cpu-2threads-train: the paper-scale training-step
 # table of the README (Whetten et al.'s protocol, forward+backward, fp32).
-# Run it on an otherwise idle 2-core, 24 GiB machine (about 30 minutes):
+# Run it on an otherwise idle 2-core, 24 GiB machine (about 26 minutes):
 # PyTorch's threads slow down several times over when another process competes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
