@@ -84,8 +84,15 @@ if __name__ == "__main__":
     RANK = int(os.environ["RANK"])
     case, folder = sys.argv[1:]
     ddp_init_group({"distributed_backend": "gloo", "device": "cpu"})
-    {
-        "locked_folder": locked_folder,
-        "time_budget": time_budget_on_main_clock,
-        "recovery": recovery_chosen_on_main,
-    }[case](folder)
+    try:
+        {
+            "locked_folder": locked_folder,
+            "time_budget": time_budget_on_main_clock,
+            "recovery": recovery_chosen_on_main,
+        }[case](folder)
+    finally:
+        # Leave together and tear the group down: a rank that exits while
+        # gloo's threads still serve the other can abort at shutdown
+        # ("terminate called without an active exception", seen once).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
