@@ -37,16 +37,16 @@ from speechbrain_pom.utils.dynamic_chunk_mean import (
 FORMULATIONS = ("A", "C")
 
 
-def expand_products(z, degree):
-    """Formulation A: running products of ``degree`` GELU-activated chunks.
+def running_products(activations, degree):
+    """Formulation A's polynomial: running products of ``degree`` chunks.
 
     Without autograd (inference, the fused path's forward) the products
-    overwrite the activations in place: no copy of the polynomial is made.
+    overwrite ``activations`` in place: no copy of the polynomial is made.
 
     Arguments
     ---------
-    z : torch.Tensor
-        Projected frames, shape (..., degree * width).
+    activations : torch.Tensor
+        Activated projections of the frames, shape (..., degree * width).
     degree : int
         Number of chunks, hence the highest monomial degree.
 
@@ -57,10 +57,9 @@ def expand_products(z, degree):
 
     Example
     -------
-    >>> expand_products(torch.rand(2, 5, 12), degree=3).shape
+    >>> running_products(torch.rand(2, 5, 12), degree=3).shape
     torch.Size([2, 5, 12])
     """
-    activations = F.gelu(z)
     chunks = activations.chunk(degree, dim=-1)
     if not (torch.is_grad_enabled() and activations.requires_grad):
         for lower, chunk in zip(chunks, chunks[1:]):
@@ -75,7 +74,7 @@ def expand_products(z, degree):
 
 
 def products_vjp(activations, weights, grad, degree):
-    """Backward of ``expand_products`` after its GELU, for weighted sums.
+    """Backward of ``running_products``, for weighted sums.
 
     The gradient reaching the polynomial of frame t is ``weights_t * grad_t``
     (a state's gradient, shared by its frames); it is never formed. With
@@ -86,7 +85,7 @@ def products_vjp(activations, weights, grad, degree):
     Arguments
     ---------
     activations : torch.Tensor
-        GELU of the projected frames, shape (batch, time, degree * width).
+        Activated projections of the frames, (batch, time, degree * width).
     weights : torch.Tensor
         Weight of each frame, shape (batch, time, 1).
     grad : torch.Tensor
@@ -144,13 +143,13 @@ def bounded_activation(z):
     return torch.clamp(F.leaky_relu(z, 0.01), -0.1, 6.0)
 
 
-def expand_powers(z, coefficients):
-    """Formulation C: a learned power series of one bounded activation.
+def power_series(h, coefficients):
+    """Formulation C's polynomial: a learned power series of the activations.
 
     Arguments
     ---------
-    z : torch.Tensor
-        Projected frames, shape (..., width).
+    h : torch.Tensor
+        Activated projections of the frames, shape (..., width).
     coefficients : torch.Tensor
         Coefficient of each power, shape (width, degree); column m-1 multiplies h^m.
 
@@ -161,10 +160,9 @@ def expand_powers(z, coefficients):
 
     Example
     -------
-    >>> expand_powers(torch.rand(2, 5, 8), torch.rand(8, 3)).shape
+    >>> power_series(torch.rand(2, 5, 8), torch.rand(8, 3)).shape
     torch.Size([2, 5, 8])
     """
-    h = bounded_activation(z)
     # Horner's scheme: one running tensor instead of one per power.
     series = coefficients[:, -1]
     for m in range(coefficients.shape[1] - 2, -1, -1):
@@ -173,7 +171,7 @@ def expand_powers(z, coefficients):
 
 
 def powers_vjp(h, weights, grad, coefficients):
-    """Backward of ``expand_powers`` after its activation, for weighted sums.
+    """Backward of ``power_series``, for weighted sums.
 
     As ``products_vjp``: the polynomial of frame t receives
     ``weights_t * grad_t``.
@@ -187,7 +185,7 @@ def powers_vjp(h, weights, grad, coefficients):
     grad : torch.Tensor
         Gradient of the weighted sums, (batch, 1 or time, width).
     coefficients : torch.Tensor
-        (width, degree), as in ``expand_powers``.
+        (width, degree), as in ``power_series``.
 
     Returns
     -------
@@ -230,7 +228,7 @@ def project_and_expand(x, expansion, weight, bias, *params):
     x : torch.Tensor
         Frames (batch, time, d_model).
     expansion : callable
-        ``expansion(z, *params)``, e.g. ``expand_powers``.
+        ``expansion(z, *params)``, e.g. ``Expansion.expand``.
     weight, bias : torch.Tensor
         The projection.
     *params : torch.Tensor
@@ -244,7 +242,8 @@ def project_and_expand(x, expansion, weight, bias, *params):
     Example
     -------
     >>> x, weight, bias = torch.rand(2, 5, 4), torch.rand(12, 4), torch.rand(12)
-    >>> project_and_expand(x, expand_powers, weight, bias, torch.rand(12, 3)).shape
+    >>> powers = Expansion(bounded_activation, power_series, powers_vjp)
+    >>> project_and_expand(x, powers.expand, weight, bias, torch.rand(12, 3)).shape
     torch.Size([2, 5, 12])
     """
     z = F.linear(x, weight, bias)
@@ -293,15 +292,19 @@ def time_tiles(frames, group, tile_size):
 class Expansion(NamedTuple):
     """A formulation's polynomial, with what the fused path needs of it.
 
-    ``expand(z, *params)`` maps projected frames to their polynomial;
-    ``activation(z)`` is its first step and ``vjp(activations, weights,
-    grad, *params)`` (``products_vjp``, ``powers_vjp``) the backward of the
-    rest, for weighted sums of the polynomial.
+    ``activation(z)`` activates the projected frames, ``polynomial(
+    activations, *params)`` (``running_products``, ``power_series``) maps
+    them to the polynomial and ``vjp(activations, weights, grad, *params)``
+    (``products_vjp``, ``powers_vjp``) is its backward, for weighted sums.
     """
 
-    expand: Callable
     activation: Callable
+    polynomial: Callable
     vjp: Callable
+
+    def expand(self, z, *params):
+        """The polynomial of projected frames ``z``."""
+        return self.polynomial(self.activation(z), *params)
 
 
 class _FusedGroupSums(torch.autograd.Function):
@@ -558,12 +561,12 @@ class PoM(nn.Module):
         """
         if self.formulation == "A":
             products = Expansion(
-                functools.partial(expand_products, degree=self.degree),
                 F.gelu,
+                functools.partial(running_products, degree=self.degree),
                 functools.partial(products_vjp, degree=self.degree),
             )
             return products, ()
-        powers = Expansion(expand_powers, bounded_activation, powers_vjp)
+        powers = Expansion(bounded_activation, power_series, powers_vjp)
         return powers, (self.coefficients,)
 
     def polynomial(self, x):
